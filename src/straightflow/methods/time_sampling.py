@@ -1,0 +1,92 @@
+"""Training-time distributions over t in [0, 1].
+
+Each sampler is a frozen dataclass with ``sample(n, generator=None, device=None, dtype=None) -> (n,)``.
+Draws happen on the generator's device (torch requires it) and are then moved to ``device``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+__all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "TIME_SAMPLERS", "get_time_sampler"]
+
+
+class TimeSampler(Protocol):
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor: ...
+
+
+def _draw_device(
+    generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.device | str | None:
+    return generator.device if generator is not None else device
+
+
+def _check_n(n: int) -> None:
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+
+
+@dataclass(frozen=True)
+class UniformTime:
+    """t ~ U[0, 1) (torch.rand)."""
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """n i.i.d. uniform times, shape (n,)."""
+        _check_n(n)
+        t = torch.rand(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
+        return t.to(device) if device is not None else t
+
+
+@dataclass(frozen=True)
+class LogitNormalTime:
+    """t = sigmoid(mean + std z), z ~ N(0, 1): logit(t) ~ N(mean, std^2) (Esser et al. 2024, Sec. 3.1).
+
+    Puts more weight on intermediate times for mean = 0; density
+    p(t) = exp(-(logit t - mean)^2 / (2 std^2)) / (std sqrt(2 pi) t (1 - t)).
+    """
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.std > 0:
+            raise ValueError(f"std must be > 0, got {self.std}")
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """n i.i.d. logit-normal times in [0, 1] (open interval up to floating-point rounding), shape (n,)."""
+        _check_n(n)
+        z = torch.randn(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
+        t = torch.sigmoid(self.mean + self.std * z)
+        return t.to(device) if device is not None else t
+
+
+TIME_SAMPLERS: dict[str, type] = {"uniform": UniformTime, "logit_normal": LogitNormalTime}
+
+
+def get_time_sampler(name: str, **kwargs: float) -> TimeSampler:
+    """Time sampler by name: "uniform" or "logit_normal" (kwargs mean, std)."""
+    if name not in TIME_SAMPLERS:
+        raise ValueError(f"unknown time sampler {name!r}; choose one of {sorted(TIME_SAMPLERS)}")
+    return TIME_SAMPLERS[name](**kwargs)

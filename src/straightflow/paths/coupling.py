@@ -1,0 +1,156 @@
+"""Couplings of a minibatch of source samples x0 with target samples x1 (and x1's labels).
+
+A coupling re-pairs the rows of x0 with the rows of x1. Every coupling here keeps x1 and its label in place
+and reorders (or resamples) x0, so class labels always travel with their x1.
+
+- independent: the batches were drawn independently, so the identity pairing is already a draw from the
+  product coupling p0 x p1.
+- ot: exact minibatch optimal transport for the squared Euclidean cost (Pooladian et al. 2023, Tong et al.
+  2024). With equal batch sizes and uniform weights the OT plan is a permutation (Birkhoff-von Neumann), so
+  it is the assignment problem min_perm sum_j |x0_perm(j) - x1_j|^2, solved exactly by the Hungarian-type
+  algorithm of scipy.optimize.linear_sum_assignment.
+- sinkhorn: entropic OT. The plan pi minimises <pi, C> - epsilon H(pi) with uniform marginals, for the cost
+  C normalised by its mean so that epsilon is scale free. Pairs are then *sampled* from the plan (TorchCFM
+  style): each x1_j draws its partner x0 from the column pi[:, j] / sum_i pi[i, j], so an x0 may be used
+  twice and another not at all. As epsilon -> 0 the plan tends to the OT permutation.
+
+Costs are solved on CPU in float64 (the assignment solver is a CPU routine; the Sinkhorn plan is small).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+__all__ = [
+    "CoupledBatch",
+    "squared_distances",
+    "sinkhorn_plan",
+    "independent_coupling",
+    "ot_coupling",
+    "sinkhorn_coupling",
+    "COUPLINGS",
+    "get_coupling",
+]
+
+
+@dataclass(frozen=True)
+class CoupledBatch:
+    """x0 (B, *D) paired row by row with x1 (B, *D); label (B,) or None belongs to x1."""
+
+    x0: Tensor
+    x1: Tensor
+    label: Tensor | None
+
+
+def _check_batch(x0: Tensor, x1: Tensor, label: Tensor | None) -> None:
+    if x0.shape != x1.shape:
+        raise ValueError(
+            f"x0 and x1 must have the same shape (B, *D), got {tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    if label is not None and label.shape[:1] != x1.shape[:1]:
+        raise ValueError(f"label must have batch size {x1.shape[0]}, got shape {tuple(label.shape)}")
+
+
+def squared_distances(x0: Tensor, x1: Tensor) -> Tensor:
+    """C[i, j] = |x0_i - x1_j|^2 over flattened features, in float64 on CPU; x0, x1: (B, *D) -> (B, B)."""
+    a = x0.detach().reshape(x0.shape[0], -1).to("cpu", torch.float64)
+    b = x1.detach().reshape(x1.shape[0], -1).to("cpu", torch.float64)
+    # |a|^2 + |b|^2 - 2 a.b needs O(B^2) memory instead of O(B^2 D); float64 keeps cancellation harmless.
+    cost = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+    return cost.clamp_min(0.0)
+
+
+def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 5000, tol: float = 1e-6) -> Tensor:
+    """Entropic OT plan with uniform marginals by log-domain Sinkhorn iterations; cost (N, M) -> plan (N, M).
+
+    pi_ij = exp((f_i + g_j - C_ij) / epsilon) with the potentials f, g updated alternately to match the
+    marginals a = 1/N, b = 1/M (Cuturi 2013; Peyre & Cuturi 2019, Sec. 4.4, Remark 4.23 for the log domain,
+    which stays finite for small epsilon). Stops when the L1 error of the row marginal is below ``tol``
+    (the column marginal is exact after each g update).
+    """
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    n, m = cost.shape
+    log_a = torch.full((n,), -np.log(n), dtype=cost.dtype, device=cost.device)
+    log_b = torch.full((m,), -np.log(m), dtype=cost.dtype, device=cost.device)
+    f = torch.zeros(n, dtype=cost.dtype, device=cost.device)
+    g = torch.zeros(m, dtype=cost.dtype, device=cost.device)
+    for it in range(max_iter):
+        f = epsilon * (log_a - torch.logsumexp((g[None, :] - cost) / epsilon, dim=1))
+        g = epsilon * (log_b - torch.logsumexp((f[:, None] - cost) / epsilon, dim=0))
+        if it % 10 == 9:  # checking costs a reduction; every 10th sweep is plenty
+            log_plan = (f[:, None] + g[None, :] - cost) / epsilon
+            if float((torch.logsumexp(log_plan, dim=1).exp() - log_a.exp()).abs().sum()) < tol:
+                break
+    return torch.exp((f[:, None] + g[None, :] - cost) / epsilon)
+
+
+def independent_coupling(
+    x0: Tensor, x1: Tensor, label: Tensor | None = None, generator: torch.Generator | None = None
+) -> CoupledBatch:
+    """The product coupling: independently drawn batches are paired as given (generator is unused)."""
+    _check_batch(x0, x1, label)
+    return CoupledBatch(x0=x0, x1=x1, label=label)
+
+
+def ot_coupling(
+    x0: Tensor, x1: Tensor, label: Tensor | None = None, generator: torch.Generator | None = None
+) -> CoupledBatch:
+    """Exact minibatch OT for squared Euclidean cost: x0 permuted so sum_j |x0_j - x1_j|^2 is minimal.
+
+    Deterministic (generator is unused). Solves the B x B assignment problem on CPU.
+    """
+    _check_batch(x0, x1, label)
+    cost = squared_distances(x1, x0).numpy()  # rows: x1, columns: x0
+    _, cols = linear_sum_assignment(cost)  # rows come back as arange(B); cols[j] = partner of x1_j
+    perm = torch.as_tensor(cols, dtype=torch.long, device=x0.device)
+    return CoupledBatch(x0=x0[perm], x1=x1, label=label)
+
+
+def sinkhorn_coupling(
+    x0: Tensor,
+    x1: Tensor,
+    label: Tensor | None = None,
+    epsilon: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> CoupledBatch:
+    """Entropic OT: solve the Sinkhorn plan on cost / mean(cost), then sample each x1's partner x0 from it.
+
+    x0 rows are drawn with replacement from the plan's column for each x1 (see module docstring); epsilon is
+    relative to the mean pairwise squared distance. ``generator`` (a CPU generator) drives the draws.
+    """
+    _check_batch(x0, x1, label)
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    cost = squared_distances(x1, x0)  # rows: x1, columns: x0
+    cost = cost / cost.mean().clamp_min(1e-300)
+    plan = sinkhorn_plan(cost, epsilon)
+    idx = torch.multinomial(plan, 1, generator=generator).squeeze(1)  # row-wise, normalised internally
+    return CoupledBatch(x0=x0[idx.to(x0.device)], x1=x1, label=label)
+
+
+CouplingFn = Callable[..., CoupledBatch]
+
+COUPLINGS: dict[str, CouplingFn] = {
+    "independent": independent_coupling,
+    "ot": ot_coupling,
+    "sinkhorn": sinkhorn_coupling,
+}
+
+
+def get_coupling(name: str, **kwargs: float) -> CouplingFn:
+    """Coupling by name ("independent", "ot", "sinkhorn"); kwargs (e.g. epsilon) are bound to it.
+
+    The result is called as fn(x0, x1, label=None, generator=None) -> CoupledBatch.
+    """
+    if name not in COUPLINGS:
+        raise ValueError(f"unknown coupling {name!r}; choose one of {sorted(COUPLINGS)}")
+    fn = COUPLINGS[name]
+    return functools.partial(fn, **kwargs) if kwargs else fn

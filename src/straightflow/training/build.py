@@ -1,0 +1,58 @@
+"""From a RunConfig to the objects the library core takes: data, source, coupling, method, model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from straightflow.data.source import resolve_data, resolve_source
+from straightflow.methods.flow_matching import FlowMatching
+from straightflow.methods.time_sampling import get_time_sampler
+from straightflow.models.mlp import MLP
+from straightflow.paths.affine import AffinePath
+from straightflow.paths.coupling import get_coupling
+from straightflow.paths.schedule import get_scheduler
+from straightflow.training.config import METHODS, RunConfig
+
+__all__ = ["build_data", "build_model", "build_method", "build_coupling", "num_classes_of"]
+
+
+def build_data(cfg: RunConfig):
+    """(target data source, source distribution): both with .sample(n, generator) and .dim."""
+    data = resolve_data(cfg.data.data)
+    return data, resolve_source(cfg.data.source, data.dim)
+
+
+def num_classes_of(data) -> int:
+    return int(getattr(data, "num_classes", 0) or 0)
+
+
+def build_coupling(cfg: RunConfig):
+    kw = {"epsilon": cfg.data.sinkhorn_epsilon} if cfg.data.coupling == "sinkhorn" else {}
+    return get_coupling(cfg.data.coupling, **kw)
+
+
+def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
+    m = cfg.model
+    if m.arch != "mlp":
+        raise ValueError(f"unknown model arch {m.arch!r}; choose from: mlp")
+    n_times = 2 if cfg.method.name == "meanflow" else 1
+    return MLP(dim, m.width, m.depth, n_times, m.time_inputs, m.n_frequencies, num_classes)
+
+
+def _time_sampler(cfg: RunConfig):
+    kw = {"mean": cfg.method.time_mean, "std": cfg.method.time_std} if cfg.method.time_sampler == "logit_normal" else {}
+    return get_time_sampler(cfg.method.time_sampler, **kw)
+
+
+def build_method(cfg: RunConfig, num_classes: int = 0):
+    """The training objective: an object with .loss(model, batch, generator) -> LossOutput."""
+    me = cfg.method
+    if me.name not in METHODS:
+        raise ValueError(f"unknown method {me.name!r}; choose from: {', '.join(METHODS)}")
+    kw = {"sigma_min": me.sigma_min} if me.scheduler == "condot" else {}
+    path = AffinePath(get_scheduler(me.scheduler, **kw))
+    if me.name == "fm":
+        return FlowMatching(path, _time_sampler(cfg), num_classes, me.label_dropout if num_classes else 0.0)
+    from straightflow.methods.mean_flow import MeanFlow
+
+    return MeanFlow.from_config(me, path, _time_sampler(cfg), num_classes)

@@ -1,0 +1,225 @@
+"""The training loop, readable top to bottom.
+
+    data -> coupling -> method loss (path inside) -> AdamW step -> EMA -> (every k steps) log, checkpoint
+
+Determinism: batch k is drawn from generators seeded by (seed, k) alone, so a run resumed from step k sees
+exactly the batches and noise an unbroken run would; together with the saved weights, EMA and AdamW state,
+resuming reproduces the unbroken run bit for bit on the CPU.
+
+No host-device sync in the step: losses are summed on the device and read every `log_every` steps; a NaN or
+Inf loss is recorded on the device (with its step) and raised at the next read, before any checkpoint is
+written, so the last checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from straightflow import __version__
+from straightflow.paths.coupling import CoupledBatch
+from straightflow.training.build import build_coupling, build_data, build_method, build_model, num_classes_of
+from straightflow.training.checkpoint import (
+    load_checkpoint,
+    load_optimizer,
+    load_state_strict,
+    optimizer_tensors,
+    save_checkpoint,
+)
+from straightflow.training.config import RunConfig, config_from_dict, config_to_dict, dumps
+from straightflow.training.device import autocast, pick_device
+from straightflow.training.ema import EMA
+
+__all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "lr_at"]
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, schedule: str) -> float:
+    """Linear warm-up over `warmup` steps, then constant or cosine decay to 0 at `total`."""
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}; choose from: cosine, constant")
+
+
+def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    # One independent CPU stream per (seed, step, purpose): batches do not depend on what ran before.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + stream)
+
+
+@dataclass
+class _Stats:
+    loss_sum: torch.Tensor
+    extra_sums: dict[str, torch.Tensor]
+    count: int
+    first_bad: torch.Tensor  # step of the first non-finite loss, -1 if none
+
+
+class Trainer:
+    """Holds what a run's state is made of: model, EMA, optimizer, step. `fit()` runs the loop."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.device = pick_device(cfg.train.device)
+        self.data, self.source = build_data(cfg)
+        self.num_classes = num_classes_of(self.data)
+        self.coupling = build_coupling(cfg)
+        self.method = build_method(cfg, self.num_classes)
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
+        self.ema = EMA(self.model, cfg.optim.ema_decay)
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+        )
+        self.step = 0
+        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        if resume:
+            self._resume()
+        elif (self.out / CHECKPOINT).exists():
+            raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose a new --out")
+
+    # ----------------------------------------------------------------------------------------- batches
+    def make_batch(self, step: int) -> CoupledBatch:
+        """Batch `step`: x1 from the data, x0 from the source, paired by the coupling. On the CPU."""
+        g = _step_generator(self.cfg.train.seed, step, 0)
+        b = self.cfg.train.batch_size
+        x1, label = self.data.sample_labeled(b, g) if self.num_classes else (self.data.sample(b, g), None)
+        x0 = self.source.sample(b, g)
+        return self.coupling(x0, x1, label, generator=g)
+
+    def _to_device(self, batch: CoupledBatch) -> CoupledBatch:
+        nb = self.device.type == "cuda"
+        move = (lambda x: None if x is None else x.to(self.device, non_blocking=nb))
+        return CoupledBatch(move(batch.x0), move(batch.x1), move(batch.label))
+
+    # ----------------------------------------------------------------------------------------- the loop
+    def fit(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(dumps(cfg))
+        # Prefetch: the next batch (and its OT assignment, which releases the GIL) is built while this
+        # step trains.
+        pool = ThreadPoolExecutor(1) if cfg.data.prefetch else None
+        fetch = (lambda k: pool.submit(self.make_batch, k)) if pool else None
+        pending = fetch(self.step) if fetch else None
+        stats = self._new_stats()
+        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
+        try:
+            while self.step < t.steps:
+                step = self.step
+                batch = pending.result() if pending else self.make_batch(step)
+                if fetch and step + 1 < t.steps:
+                    pending = fetch(step + 1)
+                batch = self._to_device(batch)
+                lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.lr_schedule)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+
+                g = _step_generator(t.seed, step, 1)
+                with autocast(self.device, t.precision):
+                    out = self.method.loss(self.forward_model, batch, g)
+                loss = out.loss.float().mean()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip, foreach=True)
+                self.opt.step()
+                self.ema.update(self.model, step)
+                self._accumulate(stats, step, loss, out.logs)
+
+                self.step = step + 1
+                bar.update(1)
+                last = self.step == t.steps
+                if self.step % t.log_every == 0 or last:
+                    record = self._read_stats(stats, lr)  # raises on a non-finite loss
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    stats = self._new_stats()
+                if self.step % t.ckpt_every == 0 or last:
+                    if stats.count:  # steps since the last read must be checked before saving
+                        self._read_stats(stats, lr)
+                        stats = self._new_stats()
+                    self.save()
+        finally:
+            bar.close()
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    # ----------------------------------------------------------------------------------------- logging
+    def _new_stats(self) -> _Stats:
+        zero = torch.zeros((), device=self.device)
+        return _Stats(zero.clone(), {}, 0, torch.full((), -1, device=self.device, dtype=torch.long))
+
+    def _accumulate(self, stats: _Stats, step: int, loss: torch.Tensor, logs: dict) -> None:
+        bad = ~torch.isfinite(loss)
+        stats.first_bad = torch.where(bad & (stats.first_bad < 0), step, stats.first_bad)
+        stats.loss_sum += loss.detach()
+        for k, v in logs.items():
+            stats.extra_sums[k] = stats.extra_sums.get(k, 0) + v.detach().float().mean()
+        stats.count += 1
+
+    def _read_stats(self, stats: _Stats, lr: float) -> dict:
+        first_bad = int(stats.first_bad)
+        if first_bad >= 0:
+            raise NonFiniteLossError(
+                f"non-finite loss at step {first_bad}; stopped, the last good checkpoint in {self.out} is kept"
+            )
+        record = {"step": self.step, "loss": float(stats.loss_sum) / stats.count, "lr": lr}
+        record.update({k: float(v) / stats.count for k, v in stats.extra_sums.items()})
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return record
+
+    # ----------------------------------------------------------------------------------------- state
+    def save(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        tensors.update(optimizer_tensors(self.opt))
+        meta = {"config": config_to_dict(self.cfg), "step": self.step, "version": __version__,
+                "dim": self.data.dim, "num_classes": self.num_classes, "torch": torch.__version__}
+        save_checkpoint(self.out / CHECKPOINT, tensors, meta)
+
+    def _resume(self) -> None:
+        path = self.out / CHECKPOINT
+        tensors, meta = load_checkpoint(path)
+        saved = config_from_dict(meta["config"])
+        # Everything but the length of the run and run-time knobs must match the checkpoint.
+        def fixed(c: RunConfig) -> dict:
+            d = config_to_dict(c)
+            for k in ("steps", "log_every", "ckpt_every", "device", "compile", "num_threads"):
+                d["train"].pop(k)
+            d["data"].pop("prefetch")
+            return d
+        if fixed(saved) != fixed(self.cfg):
+            diff = [f"{s}.{k}" for s, sec in fixed(saved).items() for k, v in sec.items()
+                    if fixed(self.cfg)[s][k] != v]
+            raise ValueError(f"cannot resume {path}: the run was made with other settings ({', '.join(diff)})")
+        load_state_strict(self.model, tensors, "model.", str(path))
+        load_state_strict(self.ema.model, tensors, "ema.", str(path))
+        load_optimizer(self.opt, tensors)
+        self.step = int(meta["step"])
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        # Lines logged after the checkpoint belong to a future the resumed run will write again.
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
+            path.write_text("".join(ln + "\n" for ln in keep))
