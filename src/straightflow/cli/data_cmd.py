@@ -15,7 +15,7 @@ def add_parser(subs) -> None:
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help=".npy or .csv path")
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ def add_parser(subs) -> None:
     p.add_argument("--weights", default="ema", choices=("ema", "model"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="JSON path (default RUN/eval.json)")
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args) -> int:

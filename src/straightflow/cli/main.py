@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.run(args) or 0
+        code = args.handler(args) or 0
     except ValueError as e:  # bad input: one line, no traceback
         print(f"straightflow {args.command}: error: {e}", file=sys.stderr)
         code = 2

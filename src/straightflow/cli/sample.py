@@ -25,7 +25,7 @@ def add_parser(subs) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--trajectory", action="store_true", help="also plot trajectories (2-D data)")
     p.add_argument("--out", default="samples.npy", help="output .npy path")
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args) -> int:

@@ -85,8 +85,9 @@ def load_vectors(path: str | Path) -> Tensor:
         raise ValueError(f"expected an array of shape (N, D), got {array.shape} in {path}")
     if array.size == 0:
         raise ValueError(f"empty array of shape {array.shape} in {path}; need N >= 1 rows of D >= 1 values")
-    values = array.astype(np.float32)
-    bad = ~np.isfinite(values)  # checked after the cast: float64 values beyond float32's range become Inf
+    with np.errstate(over="ignore"):  # checked below: float64 values beyond float32's range become Inf
+        values = array.astype(np.float32)
+    bad = ~np.isfinite(values)
     if bad.any():
         row, column = np.argwhere(bad)[0]
         raise ValueError(

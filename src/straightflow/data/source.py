@@ -32,9 +32,10 @@ __all__ = [
     "resolve_source",
 ]
 
-# Held-out draws of toy and Gaussian sources use seed + this offset, so heldout(n, 0) never replays
-# a training stream seeded with a small integer such as 0.
-HELDOUT_SEED_OFFSET = 2**32
+# Held-out draws of toy and Gaussian sources use the seed (seed + this offset) mod 2^32, so heldout(n, 0)
+# never replays a training stream seeded with a small integer such as 0. The mod is explicit because
+# torch's CPU generator keeps only the low 32 bits of a seed (seeds 0 and 2^32 give one stream).
+HELDOUT_SEED_OFFSET = 0x5EED_0FF5
 HELDOUT_FRACTION = 0.1
 
 
@@ -45,7 +46,7 @@ def _check_count(n: int) -> int:
 
 
 def _heldout_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) + HELDOUT_SEED_OFFSET)
+    return torch.Generator().manual_seed((int(seed) + HELDOUT_SEED_OFFSET) % 2**32)
 
 
 class DataSource(ABC):
@@ -95,7 +96,7 @@ class ToySource(DataSource):
         return sample_toy(self.name, _check_count(n), generator)
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
-        """Fresh samples from a generator seeded with seed + HELDOUT_SEED_OFFSET."""
+        """Fresh samples from a generator seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""
         return sample_toy(self.name, _check_count(n), _heldout_generator(seed))
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -158,7 +159,7 @@ class GaussianSource(DataSource):
         return torch.randn(_check_count(n), *self.shape, generator=generator)
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
-        """Fresh samples from a generator seeded with seed + HELDOUT_SEED_OFFSET."""
+        """Fresh samples from a generator seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""
         return torch.randn(_check_count(n), *self.shape, generator=_heldout_generator(seed))
 
     def log_prob(self, x: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ def _check_trajectory(trajectory: Tensor, times: Tensor, velocities: Tensor | No
     if not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError(f"times must be strictly monotone, got {times.tolist()}")
     if velocities is not None and velocities.shape != trajectory.shape:
-        raise ValueError(f"velocities must have the trajectory's shape {shape}, got {tuple(velocities.shape)}")
+        raise ValueError(f"velocities need the trajectory's shape {shape}, got {tuple(velocities.shape)}")
 
 
 def straightness(trajectory: Tensor, times: Tensor, velocities: Tensor | None = None) -> float:
@@ -110,8 +110,9 @@ def crossing_rate(
         return float(_properly_cross(p[i], q[i], p[j], q[j]).double().mean())
     crossings = 0
     for start in range(0, n, chunk):
-        rows = torch.arange(start, min(start + chunk, n))
-        cross = _properly_cross(p[rows, None], q[rows, None], p[None], q[None])  # (rows, n)
-        upper = rows[:, None] < torch.arange(n)[None]  # each unordered pair once
+        stop = min(start + chunk, n)
+        # rows i in [start, stop) against columns j >= start; the mask keeps j > i, each pair once
+        cross = _properly_cross(p[start:stop, None], q[start:stop, None], p[None, start:], q[None, start:])
+        upper = torch.arange(start, stop)[:, None] < torch.arange(start, n)[None]
         crossings += int((cross & upper).sum())
     return crossings / total

@@ -67,7 +67,7 @@ def squared_distances(x0: Tensor, x1: Tensor) -> Tensor:
     return cost.clamp_min(0.0)
 
 
-def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 5000, tol: float = 1e-6) -> Tensor:
+def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 5000, tol: float = 1e-4) -> Tensor:
     """Entropic OT plan with uniform marginals by log-domain Sinkhorn iterations; cost (N, M) -> plan (N, M).
 
     pi_ij = exp((f_i + g_j - C_ij) / epsilon) with the potentials f, g updated alternately to match the

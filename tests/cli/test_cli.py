@@ -1,0 +1,82 @@
+"""The command line end to end on a tiny run, and its one-line errors for bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from straightflow.cli.main import main
+
+TINY = ["--steps", "30", "--no-progress", "--set", "model.width=16", "--set", "model.depth=1",
+        "--set", "train.batch_size=32", "--set", "train.log_every=10"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--method", "fm", "--data", "moons", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_checkpoint_metrics_and_plots(run_dir):
+    for name in ("checkpoint.safetensors", "config.json", "metrics.jsonl", "loss.png", "samples.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+
+
+def test_sample_writes_array_of_shape_n_by_d_and_picture(run_dir, tmp_path):
+    out = tmp_path / "s.npy"
+    assert main(["sample", str(run_dir), "--n", "50", "--solver", "euler", "--steps", "4", "--out", str(out)]) == 0
+    assert np.load(out).shape == (50, 2)
+    assert out.with_suffix(".png").exists()
+
+
+def test_eval_prints_rows_per_solver_and_writes_json(run_dir, capsys):
+    code = main(["eval", str(run_dir), "--n", "200", "--solver", "euler", "--steps", "1,2",
+                 "--solver", "dopri5"])
+    assert code == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert [(r["solver"], r["steps"], r["nfe"] > 0) for r in report["rows"]] == [
+        ("euler", 1, True), ("euler", 2, True), ("dopri5", 1, True)
+    ]
+    assert [r["nfe"] for r in report["rows"]][:2] == [1, 2]
+    assert report["noise_floor"] > 0
+    assert "noise floor" in capsys.readouterr().out
+
+
+def test_data_command_exports_samples(tmp_path):
+    out = tmp_path / "x.csv"
+    assert main(["data", "checkerboard", "--n", "20", "--out", str(out)]) == 0
+    assert np.loadtxt(out, delimiter=",", comments="#", ndmin=2).shape[1] == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "mooons", "--out", "X"], "unknown data 'mooons'"),
+        (["train", "--method", "ddpm", "--out", "X"], "unknown method 'ddpm'"),
+        (["train", "--coupling", "best", "--out", "X"], "unknown coupling 'best'"),
+        (["train", "--set", "train.stepz=3", "--out", "X"], "unknown config key"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_value(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_unknown_solver_is_named(run_dir, capsys):
+    assert main(["sample", str(run_dir), "--solver", "rk45", "--out", "/tmp/never.npy"]) == 2
+    assert "unknown solver 'rk45'" in capsys.readouterr().err
+
+
+def test_malformed_data_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2\n3,oops\n")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+
+
+def test_missing_run_is_named(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

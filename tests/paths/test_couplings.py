@@ -1,0 +1,133 @@
+"""Couplings: exact OT equals brute force, labels stay with x1, Sinkhorn interpolates OT and independent."""
+
+import itertools
+
+import pytest
+import torch
+
+from straightflow.paths.coupling import (
+    CoupledBatch,
+    get_coupling,
+    independent_coupling,
+    ot_coupling,
+    sinkhorn_coupling,
+    sinkhorn_plan,
+    squared_distances,
+)
+
+F64 = torch.float64
+
+
+def _pair_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
+    return float(((x0 - x1) ** 2).flatten(1).sum(1).sum())
+
+
+def _batch(b: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(b, d, generator=g, dtype=F64)
+    x1 = torch.randn(b, d, generator=g, dtype=F64) + torch.tensor([3.0] + [0.0] * (d - 1), dtype=F64)
+    label = torch.arange(b)
+    return x0, x1, label
+
+
+def _same_rows_as_multiset(a: torch.Tensor, b: torch.Tensor) -> bool:
+    key = lambda x: sorted(map(tuple, x.flatten(1).tolist()))  # noqa: E731
+    return key(a) == key(b)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ot_cost_equals_brute_force_minimum_over_all_permutations(d, seed):
+    x0, x1, _ = _batch(6, d, seed)
+    best = min(_pair_cost(x0[list(p)], x1) for p in itertools.permutations(range(6)))
+    out = ot_coupling(x0, x1)
+    assert _pair_cost(out.x0, out.x1) == pytest.approx(best, rel=1e-12)
+    assert _same_rows_as_multiset(out.x0, x0)  # a permutation of the source batch, nothing duplicated
+
+
+@pytest.mark.parametrize("name", ["independent", "ot", "sinkhorn"])
+def test_x1_and_labels_are_untouched_so_labels_travel_with_x1(name):
+    x0, x1, label = _batch(16, 2, 3)
+    out = get_coupling(name)(x0, x1, label, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, CoupledBatch)
+    assert torch.equal(out.x1, x1) and torch.equal(out.label, label)
+    assert out.x0.shape == x0.shape
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ot_never_costs_more_than_independent(seed):
+    x0, x1, label = _batch(32, 4, seed)
+    ind, ot = independent_coupling(x0, x1, label), ot_coupling(x0, x1, label)
+    assert _pair_cost(ot.x0, ot.x1) <= _pair_cost(ind.x0, ind.x1) + 1e-9
+
+
+def test_ot_on_image_shaped_batches_reduces_cost():
+    g = torch.Generator().manual_seed(4)
+    x0, x1 = torch.randn(2, 16, 3, 4, 4, generator=g)
+    out = ot_coupling(x0, x1, None)
+    assert out.label is None and out.x0.shape == x0.shape
+    assert _pair_cost(out.x0, x1) < _pair_cost(x0, x1)
+
+
+def test_squared_distances_match_direct_differences():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(2, 7, 3, 2, generator=g, dtype=F64)
+    direct = ((a[:, None] - b[None]) ** 2).flatten(2).sum(-1)
+    torch.testing.assert_close(squared_distances(a, b), direct)
+
+
+def test_sinkhorn_plan_has_uniform_marginals():
+    x0, x1, _ = _batch(20, 2, 6)
+    cost = squared_distances(x1, x0)
+    plan = sinkhorn_plan(cost / cost.mean(), epsilon=0.05, tol=1e-9)
+    uniform = torch.full((20,), 1 / 20, dtype=F64)
+    torch.testing.assert_close(plan.sum(1), uniform, rtol=0, atol=1e-9)
+    torch.testing.assert_close(plan.sum(0), uniform, rtol=0, atol=1e-9)
+
+
+def test_sinkhorn_with_small_epsilon_approaches_ot_cost():
+    # The plan's expected pairing cost B <pi, C> decreases to the OT cost as epsilon -> 0 (it is >= OT
+    # because B pi is doubly stochastic, a mixture of permutations).
+    x0, x1, _ = _batch(64, 2, 7)
+    ot_cost, ind_cost = _pair_cost(ot_coupling(x0, x1).x0, x1), _pair_cost(x0, x1)
+    cost = squared_distances(x1, x0)
+    expected = {}
+    for eps in (0.5, 0.05, 0.002):
+        expected[eps] = 64 * float((sinkhorn_plan(cost / cost.mean(), eps) * cost).sum())
+    assert ot_cost - 1e-6 <= expected[0.002] <= expected[0.05] <= expected[0.5] < ind_cost
+    assert expected[0.002] == pytest.approx(ot_cost, rel=0.01)
+    # Pairs sampled from the plan (with replacement) cost about the same.
+    out = sinkhorn_coupling(x0, x1, epsilon=0.002, generator=torch.Generator().manual_seed(8))
+    assert _pair_cost(out.x0, x1) == pytest.approx(ot_cost, rel=0.03)
+
+
+def test_sinkhorn_with_huge_epsilon_is_nearly_independent():
+    # epsilon -> inf: the plan tends to the product of marginals 1/B^2.
+    x0, x1, _ = _batch(10, 2, 9)
+    cost = squared_distances(x1, x0)
+    plan = sinkhorn_plan(cost / cost.mean(), epsilon=1e4)
+    torch.testing.assert_close(plan, torch.full((10, 10), 0.01, dtype=F64), rtol=1e-3, atol=0)
+
+
+def test_sinkhorn_sampling_is_reproducible_with_generator():
+    x0, x1, _ = _batch(32, 2, 10)
+    a = sinkhorn_coupling(x0, x1, generator=torch.Generator().manual_seed(11))
+    b = sinkhorn_coupling(x0, x1, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(a.x0, b.x0)
+
+
+def test_get_coupling_binds_kwargs_and_rejects_unknown_names():
+    x0, x1, _ = _batch(8, 2, 12)
+    fn = get_coupling("sinkhorn", epsilon=0.01)
+    assert fn(x0, x1, generator=torch.Generator().manual_seed(0)).x0.shape == x0.shape
+    with pytest.raises(ValueError, match="'independent', 'ot', 'sinkhorn'"):
+        get_coupling("emd")
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="same shape"):
+        ot_coupling(torch.zeros(4, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="label"):
+        ot_coupling(torch.zeros(4, 2), torch.zeros(4, 2), torch.arange(3))
+    with pytest.raises(ValueError, match="epsilon"):
+        sinkhorn_coupling(torch.zeros(4, 2), torch.zeros(4, 2), epsilon=0.0)

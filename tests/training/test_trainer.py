@@ -1,0 +1,109 @@
+"""Training: resuming after a kill reproduces an unbroken run, NaN stops cleanly, checkpoints are guarded."""
+
+import json
+
+import pytest
+import torch
+
+from straightflow.training.checkpoint import load_checkpoint
+from straightflow.training.config import RunConfig, apply_overrides
+from straightflow.training.trainer import CHECKPOINT, NonFiniteLossError, Trainer, lr_at
+
+SMALL = {
+    "data.data": "moons", "model.width": 32, "model.depth": 2, "train.steps": 40, "train.batch_size": 64,
+    "train.log_every": 10, "train.ckpt_every": 20, "optim.warmup_steps": 5,
+}
+
+
+def small_config(**extra) -> RunConfig:
+    return apply_overrides(RunConfig(), {**SMALL, **extra})
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_at(trainer: Trainer, step: int) -> None:
+    loss = trainer.method.loss
+
+    def dying(model, batch, generator):
+        if trainer.step == step:
+            raise Killed
+        return loss(model, batch, generator)
+
+    object.__setattr__(trainer, "method", type("M", (), {"loss": staticmethod(dying)})())
+
+
+@pytest.mark.parametrize("coupling", ["independent", "ot"])
+def test_resume_after_kill_equals_unbroken_run(tmp_path, coupling):
+    cfg = small_config(**{"data.coupling": coupling})
+    unbroken = Trainer(cfg, tmp_path / "a", progress=False)
+    unbroken.fit()
+
+    broken = Trainer(cfg, tmp_path / "b", progress=False)
+    _kill_at(broken, 27)  # after the step-20 checkpoint, before the next
+    with pytest.raises(Killed):
+        broken.fit()
+    resumed = Trainer(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 20
+    resumed.fit()
+    for (name, a), (_, b) in zip(unbroken.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    for a, b in zip(unbroken.ema.model.parameters(), resumed.ema.model.parameters()):
+        assert torch.equal(a, b)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30, 40]  # no duplicated or missing log lines across the kill
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = Trainer(small_config(), tmp_path, progress=False)
+    loss = trainer.method.loss
+
+    def poisoned(model, batch, generator):
+        out = loss(model, batch, generator)
+        if trainer.step >= 33:
+            out.loss = out.loss * float("nan")
+        return out
+
+    object.__setattr__(trainer, "method", type("M", (), {"loss": staticmethod(poisoned)})())
+    with pytest.raises(NonFiniteLossError, match="step 33"):
+        trainer.fit()
+    _, meta = load_checkpoint(tmp_path / CHECKPOINT)
+    assert meta["step"] == 20
+    tensors, _ = load_checkpoint(tmp_path / CHECKPOINT)
+    assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+
+
+def test_resume_with_other_model_settings_is_refused(tmp_path):
+    Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
+    with pytest.raises(ValueError, match="model.width"):
+        Trainer(small_config(**{"model.width": 64}), tmp_path, resume=True, progress=False)
+
+
+def test_new_run_never_overwrites_an_existing_one(tmp_path):
+    Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(small_config(), tmp_path, progress=False)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
+    path = tmp_path / CHECKPOINT
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt"):
+        Trainer(small_config(), tmp_path, resume=True, progress=False)
+
+
+def test_checkpoint_write_is_atomic_no_temp_files_left(tmp_path):
+    Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.jsonl"]
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_to_zero():
+    assert lr_at(0, 1.0, 10, 100, "cosine") == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 10, 100, "cosine") == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 10, 100, "cosine") == pytest.approx(1.0)
+    assert lr_at(100, 1.0, 10, 100, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(55, 1.0, 10, 100, "constant") == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_at(20, 1.0, 10, 100, "linear")
