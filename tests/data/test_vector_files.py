@@ -9,7 +9,8 @@ from straightflow.data.files import load_vectors, save_vectors
 
 def _values() -> torch.Tensor:
     # Values with long float32 mantissas: a lossy text format would change them.
-    return torch.tensor([[0.1, -2.5e-7, 3.0], [1 / 3, 123456.78, -0.0], [7.0, 8.5, -9.25]], dtype=torch.float32)
+    rows = [[0.1, -2.5e-7, 3.0], [1 / 3, 123456.78, -0.0], [7.0, 8.5, -9.25]]
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

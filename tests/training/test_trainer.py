@@ -47,9 +47,9 @@ def test_resume_after_kill_equals_unbroken_run(tmp_path, coupling):
     resumed = Trainer(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 20
     resumed.fit()
-    for (name, a), (_, b) in zip(unbroken.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (name, a), (_, b) in zip(unbroken.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    for a, b in zip(unbroken.ema.model.parameters(), resumed.ema.model.parameters()):
+    for a, b in zip(unbroken.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
         assert torch.equal(a, b)
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30, 40]  # no duplicated or missing log lines across the kill

@@ -72,8 +72,9 @@ def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 5000, tol: float
 
     pi_ij = exp((f_i + g_j - C_ij) / epsilon) with the potentials f, g updated alternately to match the
     marginals a = 1/N, b = 1/M (Cuturi 2013; Peyre & Cuturi 2019, Sec. 4.4, Remark 4.23 for the log domain,
-    which stays finite for small epsilon). Stops when the L1 error of the row marginal is below ``tol``
-    (the column marginal is exact after each g update).
+    which stays finite for small epsilon). Stops when the L1 error of the row marginal (a probability vector)
+    is below ``tol`` or after ``max_iter`` sweeps; the column marginal is exact after each g update. The
+    default tol = 1e-4 is ample for sampling pairs; iterations grow roughly like 1 / epsilon.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")

@@ -19,7 +19,7 @@ from torch import Tensor
 __all__ = ["plot_samples", "plot_trajectories", "plot_loss_curve", "plot_sample_panels"]
 
 _DATA_COLOUR, _SAMPLE_COLOUR = "0.7", "tab:blue"
-_START_COLOUR, _END_COLOUR = "tab:orange", "tab:purple"
+_START_COLOUR, _END_COLOUR = "0.15", "tab:red"  # neither occurs in viridis
 _MARGIN = 0.3  # axes reach 30% of the data's extent beyond its bounding box
 
 
@@ -181,5 +181,5 @@ def plot_sample_panels(panels: Mapping[str, Tensor], data: Tensor, path: str | P
         ax.set_yticks([])
     suptitle = title + _first_two_note(d.shape[1])
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, y=1.03)
     return _save(fig, path)

@@ -16,7 +16,7 @@ from torch import Tensor
 from straightflow.solvers.steppers import STEPPERS
 from straightflow.types import VelocityField
 
-__all__ = ["ODESolution", "SOLVERS", "time_grid", "odeint"]
+__all__ = ["ODESolution", "SOLVERS", "time_grid", "check_grid", "odeint"]
 
 SOLVERS: tuple[str, ...] = (*STEPPERS, "dopri5")
 
@@ -46,7 +46,7 @@ def time_grid(
     return torch.linspace(float(t0), float(t1), steps + 1, dtype=dtype, device=device)
 
 
-def _check_grid(grid: Tensor) -> list[float]:
+def check_grid(grid: Tensor) -> list[float]:
     """The grid as Python floats (one host read, before any integration); must be strictly monotone."""
     if grid.dim() != 1 or grid.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D tensor with at least 2 times, got shape {tuple(grid.shape)}")
@@ -55,6 +55,9 @@ def _check_grid(grid: Tensor) -> list[float]:
     if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
         raise ValueError(f"grid must be strictly increasing or strictly decreasing, got {times}")
     return times
+
+
+_check_grid = check_grid  # the name solvers.one_step imports
 
 
 def _fixed_step(
@@ -125,7 +128,7 @@ def odeint(
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     if x0.dim() < 1:
         raise ValueError("x0 must be (B, *D), got a 0-dim tensor")
-    times = _check_grid(grid) if grid is not None else time_grid(steps, t0, t1).tolist()
+    times = check_grid(grid) if grid is not None else time_grid(steps, t0, t1).tolist()
 
     if solver == "dopri5":
         span = times if return_trajectory else [times[0], times[-1]]

@@ -55,4 +55,8 @@ def build_method(cfg: RunConfig, num_classes: int = 0):
         return FlowMatching(path, _time_sampler(cfg), num_classes, me.label_dropout if num_classes else 0.0)
     from straightflow.methods.mean_flow import MeanFlow
 
-    return MeanFlow.from_config(me, path, _time_sampler(cfg), num_classes)
+    return MeanFlow(
+        path, _time_sampler(cfg), num_classes=num_classes,
+        label_dropout=me.label_dropout if num_classes else 0.0, ratio=me.ratio,
+        weight_power=me.weight_power, weight_eps=me.weight_eps, jvp=me.jvp, omega=me.omega, kappa=me.kappa,
+    )

@@ -107,26 +107,31 @@ class Trainer:
 
     def _to_device(self, batch: CoupledBatch) -> CoupledBatch:
         nb = self.device.type == "cuda"
-        move = (lambda x: None if x is None else x.to(self.device, non_blocking=nb))
+
+        def move(x):
+            return None if x is None else x.to(self.device, non_blocking=nb)
+
         return CoupledBatch(move(batch.x0), move(batch.x1), move(batch.label))
 
     # ----------------------------------------------------------------------------------------- the loop
-    def fit(self) -> None:
+    def fit(self, max_steps: int | None = None) -> None:
+        """Train to cfg.train.steps (or at most `max_steps` more steps: benchmarks train in slices)."""
         cfg, t = self.cfg, self.cfg.train
+        stop = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(dumps(cfg))
         # Prefetch: the next batch (and its OT assignment, which releases the GIL) is built while this
         # step trains.
         pool = ThreadPoolExecutor(1) if cfg.data.prefetch else None
         fetch = (lambda k: pool.submit(self.make_batch, k)) if pool else None
-        pending = fetch(self.step) if fetch else None
+        pending = fetch(self.step) if fetch and self.step < stop else None
         stats = self._new_stats()
         bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
         try:
-            while self.step < t.steps:
+            while self.step < stop:
                 step = self.step
                 batch = pending.result() if pending else self.make_batch(step)
-                if fetch and step + 1 < t.steps:
+                if fetch and step + 1 < stop:
                     pending = fetch(step + 1)
                 batch = self._to_device(batch)
                 lr = lr_at(step, cfg.optim.lr, cfg.optim.warmup_steps, t.steps, cfg.optim.lr_schedule)

@@ -1,0 +1,449 @@
+r"""MeanFlow (Geng et al. 2025, "Mean Flows for One-step Generative Modeling"), in our time convention.
+
+Convention (the project's): t = 0 is the noise x0, t = 1 the data x1, x_t = alpha_t x1 + sigma_t x0
+(x_t = (1 - t) x0 + t x1 on the linear path). The network is an average velocity u(x, s, t): x lives at
+time s, the jump ends at time t (s <= t), and
+
+    u(x_s, s, t) = 1 / (t - s) * int_s^t v(x_tau, tau) dtau,      x_t = x_s + (t - s) u(x_s, s, t),
+    u(x, t, t) = v(x, t).
+
+The MeanFlow identity, derived in our convention. Along a trajectory of v, with t held fixed,
+
+    (t - s) u(x_s, s, t) = int_s^t v(x_tau, tau) dtau.
+
+Differentiate both sides in s (x_s moves with s, dx_s/ds = v(x_s, s)):
+
+    -u(x_s, s, t) + (t - s) d/ds u(x_s, s, t) = -v(x_s, s),
+
+    =>  u(x_s, s, t) = v(x_s, s) + (t - s) d/ds u(x_s, s, t),
+        d/ds u = v . grad_x u + d_s u = J_u (v, 1, 0),
+
+the Jacobian-vector product of u over its inputs (x, s, t) along the tangent (v, 1, 0).
+
+Sign check against the paper, whose time runs the other way (tau = 0 data, tau = 1 noise, z_tau =
+(1 - tau) x + tau eps). The paper writes u_p(z_{t_p}, r_p, t_p) with r_p <= t_p: z lives at t_p (the noisier
+end) and the jump goes back to r_p, z_{r_p} = z_{t_p} - (t_p - r_p) u_p. With our time = 1 - paper time:
+
+    our s = 1 - t_p   (the time where the point lives),     our t = 1 - r_p   (the jump's end),
+    r_p <= t_p  <=>  s <= t,   t_p - r_p = t - s,   v = -v_p,   u = -u_p,   d/ds = -d/dt_p.
+
+The paper's identity u_p = v_p - (t_p - r_p) d/dt_p u_p becomes -u = -v - (t - s) (-d/ds)(-u), i.e.
+u = v + (t - s) d/ds u: the paper's minus turns into our plus, and its tangent (v_p, 0, 1) over (z, r_p, t_p)
+is our (v, 1, 0) over (x, s, t) (the derivative is in the time of the point, not of the jump's end).
+
+Training (paper eqs. 9-11). Draw s <= t, (x0, x1) from the coupling, x_s = alpha_s x1 + sigma_s x0 and the
+conditional velocity v = dx_s = alpha'_s x1 + sigma'_s x0; then
+
+    u_tgt = sg(v + (t - s) J_{u_theta}(x_s, s, t) . (v, 1, 0)),
+    Delta = u_theta(x_s, s, t) - u_tgt,
+    loss  = sg(w) * mean_d Delta^2,    w = 1 / (mean_d Delta^2 + c)^p   (adaptive weight, paper sec. 4.3).
+
+The target is affine in v, so its conditional expectation given x_s is the target built from the marginal
+v (the same argument as in conditional flow matching); with p > 0 the weight makes this approximate.
+Rows with s = t are exactly flow matching: the target is v.
+
+Squared errors here are means over the data dimensions (like :func:`flow_matching_loss`), also inside the
+weight; the paper sums over dimensions, so its c for D-dimensional data corresponds to our c = c_paper / D.
+
+Jacobian-vector product modes (each returns u with autograd history and the tangent du detached):
+
+- "tangent": ``model.forward_with_tangent``: one joint pass; the tangent side uses detached weights, so
+  backward sees only the primal graph. Cheapest (about 1.5x a forward) but needs the method on the model.
+- "func": ``torch.func.jvp`` over (x, s): one joint forward-mode pass; the primal keeps its graph.
+- "func_nograd": the tangent by ``torch.func.jvp`` under ``torch.no_grad``, then an ordinary forward with
+  gradients (two passes). For kernels whose forward-mode AD does not record a backward graph. The RNG is
+  forked so both passes draw the same dropout masks.
+- "finite_difference": (u(x + e v, s + e, t) - u(x - e v, s - e, t)) / (2 e) under ``no_grad`` plus a
+  forward with gradients (three passes), for models without forward-mode AD at all. Truncation error
+  e^2 / 6 * d^3u/ds^3: for Fourier time features of angular frequency w this is a relative (e w)^2 / 6 of
+  their contribution (0.7% at e = 1e-3, w = 200); round-off adds about eps_machine * |u| / e.
+
+Classifier-free guidance folded into training (paper sec. 4.2 and appendix B.1): for a labelled row c
+(not dropped) the velocity in both the tangent and the target is
+
+    v_tilde = omega v + kappa u_theta(x_s, s, s | c) + (1 - omega - kappa) u_theta(x_s, s, s | null),
+
+with both network terms under stop-gradient; rows whose label was dropped keep v. The network then learns
+the guided average velocity at the effective scale omega / (1 - kappa), and samples with one pass.
+omega = 1, kappa = 0 is plain v and costs no extra pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from straightflow.methods.flow_matching import LossOutput
+from straightflow.methods.guidance import drop_labels, null_labels
+from straightflow.paths.affine import AffinePath
+from straightflow.paths.coupling import CoupledBatch
+from straightflow.types import AverageVelocityField, broadcast_time
+
+__all__ = [
+    "JVP_MODES",
+    "sample_interval_times",
+    "adaptive_weight",
+    "jvp_tangent",
+    "jvp_func",
+    "jvp_func_nograd",
+    "jvp_finite_difference",
+    "average_velocity_jvp",
+    "guided_velocity_target",
+    "mean_flow_target",
+    "mean_flow_loss",
+    "additivity_gap",
+    "MeanFlow",
+]
+
+JVP_MODES = ("tangent", "func", "func_nograd", "finite_difference")
+DEFAULT_FD_EPS = 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def _check_fraction(value: float, name: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+
+
+def _check_power(power: float) -> None:
+    if not power >= 0:
+        raise ValueError(f"weight power p must be >= 0, got {power}")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in JVP_MODES:
+        raise ValueError(f"unknown jvp mode {mode!r}; choose from: {', '.join(JVP_MODES)}")
+
+
+def _check_order(s: Tensor, t: Tensor) -> None:
+    if s.shape != t.shape or s.dim() != 1:
+        raise ValueError(f"s and t must both be (B,), got {tuple(s.shape)} and {tuple(t.shape)}")
+    if bool((s > t).any()):
+        bad = int((s > t).nonzero()[0, 0])
+        raise ValueError(
+            f"MeanFlow needs s <= t (x lives at s, the jump ends at t); row {bad} has s={float(s[bad]):.6g} "
+            f"> t={float(t[bad]):.6g}"
+        )
+
+
+def _as_u_fn(model: Callable, label: Tensor | None) -> AverageVelocityField:
+    """u(x, s, t) from a network called as model(x, s, t, label=...) (or a plain u_fn when label is None)."""
+    if label is None:
+        return model
+    return lambda x, s, t: model(x, s, t, label=label)
+
+
+@contextlib.contextmanager
+def _same_rng(device: torch.device) -> Iterator[None]:
+    """Run the block, then restore the global RNG (CPU and `device`) to its state before the block.
+
+    A pass run inside and the pass after it therefore draw the same random numbers (dropout masks).
+    """
+    if device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            yield
+    else:
+        with torch.random.fork_rng(devices=[device], device_type=device.type):
+            yield
+
+
+# ------------------------------------------------------------------------------------------------ times
+def sample_interval_times(
+    n: int,
+    ratio: float,
+    time_sampler,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(s, t), each (n,), with s <= t: two draws of `time_sampler`, sorted (s = min, t = max).
+
+    A fraction (1 - ratio) of the rows (each independently with probability 1 - ratio) gets t = s: these are
+    plain flow-matching rows. As in the paper, the jump's end collapses onto the point's time (the paper sets
+    r = t; its t, the point's time, is our s), so the point's time s has the same law in every row.
+    time_sampler: a :mod:`straightflow.methods.time_sampling` sampler.
+    """
+    _check_fraction(ratio, "ratio (fraction of pairs with s != t)")
+    a = time_sampler.sample(n, generator, device=device, dtype=dtype)
+    b = time_sampler.sample(n, generator, device=device, dtype=dtype)
+    s, t = torch.minimum(a, b), torch.maximum(a, b)
+    draw_dev = generator.device if generator is not None else device
+    keep = torch.rand(n, generator=generator, device=draw_dev) < ratio
+    keep = keep.to(s.device)
+    return s, torch.where(keep, t, s)
+
+
+# ------------------------------------------------------------------------------------------------ weight
+def adaptive_weight(sq_err: Tensor, power: float, eps: float) -> Tensor:
+    """w = sg(1 / (sq_err + eps)^power), same shape as sq_err (B,); power = 0 gives ones exactly.
+
+    With w * sq_err as the loss, p = 0.5 behaves like a pseudo-Huber loss and p = 1 like a log loss
+    (the gradient of sq_err / (sq_err + c) is that of log(sq_err + c) at the current point).
+    """
+    _check_power(power)
+    if not eps >= 0:
+        raise ValueError(f"weight eps c must be >= 0, got {eps}")
+    if power == 0:
+        return torch.ones_like(sq_err)
+    return (sq_err.detach() + eps).pow(-power)
+
+
+# ------------------------------------------------------------------------------------------------ JVPs
+def jvp_tangent(
+    model: nn.Module, x: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(u(x, s, t), J_u . (v, 1, 0)) by ``model.forward_with_tangent`` in one pass.
+
+    x, v: (B, *D); s, t: (B,). The tangent comes back detached.
+    """
+    fwt = getattr(model, "forward_with_tangent", None)
+    if fwt is None:
+        raise ValueError(
+            f"jvp='tangent' needs a model with forward_with_tangent, and {type(model).__name__} has none; "
+            "use jvp='func', 'func_nograd' or 'finite_difference'"
+        )
+    u, du = fwt(x, s, t, label, v, torch.ones_like(s), torch.zeros_like(t))
+    return u, du.detach()
+
+
+def jvp_func(u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """(u(x, s, t) with graph, J_u . (v, 1, 0) detached) by one ``torch.func.jvp`` pass over (x, s)."""
+    u, du = torch.func.jvp(lambda x_, s_: u_fn(x_, s_, t), (x, s), (v, torch.ones_like(s)))
+    return u, du.detach()
+
+
+def jvp_func_nograd(
+    u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The tangent by ``torch.func.jvp`` under no_grad, then a separate forward with gradients.
+
+    Both passes start from the same RNG state (forked and restored), so they see the same dropout masks.
+    """
+    with _same_rng(x.device), torch.no_grad():
+        _, du = torch.func.jvp(lambda x_, s_: u_fn(x_, s_, t), (x, s), (v, torch.ones_like(s)))
+    return u_fn(x, s, t), du.detach()
+
+
+def jvp_finite_difference(
+    u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor, eps: float = DEFAULT_FD_EPS
+) -> tuple[Tensor, Tensor]:
+    """Central difference (u(x + e v, s + e, t) - u(x - e v, s - e, t)) / (2 e) and a forward with gradients.
+
+    e is in time units (the tangent's time component is 1, and x moves by e v, the flow's own step).
+    Error O(e^2) (see the module docstring). All three passes see the same RNG state.
+    """
+    if not eps > 0:
+        raise ValueError(f"finite-difference step must be > 0, got {eps}")
+    with torch.no_grad():
+        with _same_rng(x.device):
+            up = u_fn(x + eps * v, s + eps, t)
+        with _same_rng(x.device):
+            um = u_fn(x - eps * v, s - eps, t)
+    return u_fn(x, s, t), ((up - um) / (2 * eps)).detach()
+
+
+def average_velocity_jvp(
+    model: Callable,
+    x: Tensor,
+    s: Tensor,
+    t: Tensor,
+    v: Tensor,
+    label: Tensor | None = None,
+    mode: str = "tangent",
+    fd_eps: float = DEFAULT_FD_EPS,
+) -> tuple[Tensor, Tensor]:
+    """(u_theta(x, s, t) with gradients, d/ds u = J_u . (v, 1, 0) detached), each (B, *D), by `mode`.
+
+    model: a network called as model(x, s, t, label=label); with label None any u_fn(x, s, t) works for the
+    modes other than "tangent".
+    """
+    _check_mode(mode)
+    if mode == "tangent":
+        return jvp_tangent(model, x, s, t, v, label)
+    u_fn = _as_u_fn(model, label)
+    if mode == "func":
+        return jvp_func(u_fn, x, s, t, v)
+    if mode == "func_nograd":
+        return jvp_func_nograd(u_fn, x, s, t, v)
+    return jvp_finite_difference(u_fn, x, s, t, v, fd_eps)
+
+
+# ------------------------------------------------------------------------------------------------ guidance
+def guided_velocity_target(
+    model: Callable,
+    x_s: Tensor,
+    s: Tensor,
+    v: Tensor,
+    label: Tensor | None,
+    num_classes: int,
+    omega: float = 1.0,
+    kappa: float = 0.0,
+) -> Tensor:
+    """v_tilde (B, *D): omega v + kappa u(x_s, s, s | c) + (1 - omega - kappa) u(x_s, s, s | null) on rows
+    whose label c is not the null label `num_classes`, v elsewhere. Network terms under no_grad.
+
+    omega = 1, kappa = 0 returns v itself without calling the network.
+    """
+    if omega == 1.0 and kappa == 0.0:
+        return v
+    if label is None or num_classes < 1:
+        raise ValueError(
+            f"guidance folded into training (omega={omega}, kappa={kappa}) needs a conditional model with "
+            "labels; use omega=1, kappa=0 for an unconditional one"
+        )
+    keep = broadcast_time(label != num_classes, v)  # rows that carry a class
+    b = x_s.shape[0]
+    with torch.no_grad():  # one batched pass of 2B rows, no host sync; null rows are computed and discarded
+        both = model(
+            torch.cat([x_s, x_s]), torch.cat([s, s]), torch.cat([s, s]),
+            label=torch.cat([label, null_labels(b, num_classes, label.device)]),
+        )
+        cond, uncond = both[:b].to(v.dtype), both[b:].to(v.dtype)
+        mixed = omega * v + kappa * cond + (1.0 - omega - kappa) * uncond
+    return torch.where(keep, mixed, v)
+
+
+# -------------------------------------------------------------------------------------------- target / loss
+def mean_flow_target(
+    model: Callable,
+    x_s: Tensor,
+    s: Tensor,
+    t: Tensor,
+    v: Tensor,
+    label: Tensor | None = None,
+    jvp: str = "tangent",
+    fd_eps: float = DEFAULT_FD_EPS,
+) -> tuple[Tensor, Tensor]:
+    """(u_theta(x_s, s, t) with gradients, u_tgt = sg(v + (t - s) J_u . (v, 1, 0))), each (B, *D).
+
+    x_s, v: (B, *D) the point at time s and the velocity there (conditional, marginal or guided);
+    s <= t: (B,). For the exact u and marginal v, u_tgt = u (the MeanFlow identity).
+    """
+    _check_order(s, t)
+    return _target(model, x_s, s, t, v, label, jvp, fd_eps)
+
+
+def _target(
+    model: Callable, x_s: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None, jvp: str,
+    fd_eps: float,
+) -> tuple[Tensor, Tensor]:
+    u, du = average_velocity_jvp(model, x_s, s, t, v, label, jvp, fd_eps)
+    return u, (v + broadcast_time(t - s, v) * du).detach()
+
+
+def mean_flow_loss(
+    model: Callable,
+    path: AffinePath,
+    x0: Tensor,
+    x1: Tensor,
+    s: Tensor,
+    t: Tensor,
+    label: Tensor | None = None,
+    weight_power: float = 0.5,
+    weight_eps: float = 1e-3,
+    jvp: str = "tangent",
+    omega: float = 1.0,
+    kappa: float = 0.0,
+    num_classes: int = 0,
+    fd_eps: float = DEFAULT_FD_EPS,
+) -> tuple[Tensor, Tensor]:
+    """(weighted loss, unweighted loss), each (B,): sg(w) e and e = mean_d (u_theta(x_s, s, t) - u_tgt)^2.
+
+    x0, x1: (B, *D) coupled noise and data; s <= t: (B,); label: (B,) long (null = num_classes) or None.
+    x_s and v = dx_s come from `path` at time s; guidance (omega, kappa) replaces v by v_tilde.
+    """
+    _check_order(s, t)
+    _check_power(weight_power)
+    return _loss(model, path, x0, x1, s, t, label, weight_power, weight_eps, jvp, omega, kappa, num_classes,
+                 fd_eps)
+
+
+def _loss(
+    model: Callable, path: AffinePath, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
+    weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int,
+    fd_eps: float,
+) -> tuple[Tensor, Tensor]:
+    # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
+    sample = path.sample(x0, x1, s)
+    v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
+    u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps)
+    err = (u - target).square().flatten(1).mean(1)
+    return adaptive_weight(err, weight_power, weight_eps) * err, err
+
+
+# ------------------------------------------------------------------------------------------------ diagnostic
+def additivity_gap(u_fn: AverageVelocityField, x_r: Tensor, r: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    """Consistency of an average velocity: mean_d |(t - r) u(x_r, r, t) - [(s - r) u(x_r, r, s) +
+    (t - s) u(x_s, s, t)]|^2, (B,), with x_s = x_r + (s - r) u(x_r, r, s) reached by u itself.
+
+    Zero for an exact u (integrals add over [r, s] and [s, t]); MeanFlow never trains on it, so it measures
+    how self-consistent the learned jumps are. x_r: (B, *D); r <= s <= t: (B,).
+    """
+    _check_order(r, s)
+    _check_order(s, t)
+    u_rs = u_fn(x_r, r, s)
+    x_s = x_r + broadcast_time(s - r, x_r) * u_rs
+    one = broadcast_time(t - r, x_r) * u_fn(x_r, r, t)
+    two = broadcast_time(s - r, x_r) * u_rs + broadcast_time(t - s, x_r) * u_fn(x_s, s, t)
+    return (one - two).square().flatten(1).mean(1)
+
+
+# ------------------------------------------------------------------------------------------------ method
+@dataclass(frozen=True)
+class MeanFlow:
+    """The MeanFlow objective: interval sampler, label dropout, guidance folding, adaptive weight.
+
+    ratio: fraction of rows with s != t; weight_power p and weight_eps c of w = 1 / (e + c)^p;
+    jvp: one of JVP_MODES; omega, kappa: guidance folded into training (conditional models only).
+    """
+
+    path: AffinePath
+    time_sampler: object  # methods.time_sampling sampler: .sample(n, generator, device, dtype) -> (n,)
+    num_classes: int = 0
+    label_dropout: float = 0.0
+    ratio: float = 0.5
+    weight_power: float = 0.5
+    weight_eps: float = 1e-3
+    jvp: str = "tangent"
+    omega: float = 1.0
+    kappa: float = 0.0
+    fd_eps: float = DEFAULT_FD_EPS
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.ratio, "ratio (fraction of pairs with s != t)")
+        _check_fraction(self.label_dropout, "label_dropout")
+        _check_power(self.weight_power)
+        if not self.weight_eps >= 0:
+            raise ValueError(f"weight eps c must be >= 0, got {self.weight_eps}")
+        _check_mode(self.jvp)
+        if not self.fd_eps > 0:
+            raise ValueError(f"finite-difference step must be > 0, got {self.fd_eps}")
+        guided = self.omega != 1.0 or self.kappa != 0.0
+        if guided and self.num_classes < 1:
+            raise ValueError(
+                f"guidance weights omega={self.omega}, kappa={self.kappa} need a conditional model "
+                "(num_classes >= 1); use omega=1, kappa=0"
+            )
+        if guided and (1.0 - self.omega - self.kappa) != 0.0 and self.label_dropout == 0.0:
+            raise ValueError(
+                f"guidance with omega={self.omega}, kappa={self.kappa} uses the null-label branch, which is "
+                "only trained with label_dropout > 0"
+            )
+
+    def loss(self, model: nn.Module, batch: CoupledBatch, generator: torch.Generator | None) -> LossOutput:
+        """Per-example weighted loss (B,), with the unweighted squared error logged as "loss_unweighted"."""
+        x1 = batch.x1
+        s, t = sample_interval_times(x1.shape[0], self.ratio, self.time_sampler, generator, x1.device)
+        s, t = s.to(x1.dtype), t.to(x1.dtype)
+        label = batch.label
+        if label is not None and self.label_dropout > 0:
+            label = drop_labels(label, self.label_dropout, self.num_classes, generator)
+        loss, err = _loss(
+            model, self.path, batch.x0, x1, s, t, label, self.weight_power, self.weight_eps, self.jvp,
+            self.omega, self.kappa, self.num_classes, self.fd_eps,
+        )
+        return LossOutput(loss, {"loss_unweighted": err.detach()})
