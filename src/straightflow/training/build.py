@@ -13,7 +13,7 @@ from straightflow.paths.coupling import get_coupling
 from straightflow.paths.schedule import get_scheduler
 from straightflow.training.config import METHODS, RunConfig
 
-__all__ = ["build_data", "build_model", "build_method", "build_coupling", "num_classes_of"]
+__all__ = ["build_data", "build_model", "build_method", "build_coupling", "build_pairs", "num_classes_of"]
 
 
 def build_data(cfg: RunConfig):
@@ -24,6 +24,25 @@ def build_data(cfg: RunConfig):
 
 def num_classes_of(data) -> int:
     return int(getattr(data, "num_classes", 0) or 0)
+
+
+def build_pairs(cfg: RunConfig, data, num_classes: int = 0):
+    """The fixed coupling of a reflow / distillation run (data.pairs), or None: a PairSource whose rows
+    must have the data's dimension and carry labels exactly when the data are labelled."""
+    if not cfg.data.pairs:
+        return None
+    from straightflow.data.pairs import PairSource
+
+    if cfg.data.coupling != "independent":
+        raise ValueError(f"data.pairs are already coupled; data.coupling must be 'independent', "
+                         f"got {cfg.data.coupling!r}")
+    pairs = PairSource.from_folder(cfg.data.pairs)
+    if pairs.dim != data.dim:
+        raise ValueError(f"pairs in {cfg.data.pairs} have dimension {pairs.dim} but the data has {data.dim}")
+    if (pairs.label is not None) != (num_classes > 0):
+        have = "labelled" if pairs.label is not None else "unlabelled"
+        raise ValueError(f"pairs in {cfg.data.pairs} are {have} but the run has {num_classes} classes")
+    return pairs
 
 
 def build_coupling(cfg: RunConfig):
@@ -41,6 +60,8 @@ def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
 
 def _time_sampler(cfg: RunConfig):
     kw = {"mean": cfg.method.time_mean, "std": cfg.method.time_std} if cfg.method.time_sampler == "logit_normal" else {}
+    if cfg.method.time_sampler == "grid":
+        kw = {"steps": cfg.method.grid_steps}
     return get_time_sampler(cfg.method.time_sampler, **kw)
 
 

@@ -34,6 +34,9 @@ class DataConfig:
     coupling: str = "independent"  # independent | ot | sinkhorn (minibatch pairing of x0 with x1)
     sinkhorn_epsilon: float = 0.05  # entropic regularisation, relative to the mean cost
     prefetch: bool = True  # build the next batch (and its OT assignment) in a background thread
+    pairs: str = ""  # folder of fixed (x0, x1) pairs (reflow / distillation): batches are its rows, no coupling;
+    # data and source still describe the target and source distributions (evaluation, sampling)
+    ot_scope: str = "global"  # multi-process: solve minibatch OT on the global batch, or per rank ("rank")
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,10 @@ class MethodConfig:
     name: str = "fm"  # fm | meanflow
     scheduler: str = "linear"  # linear | condot | vp | cosine (the affine path x_t = a_t x1 + s_t x0)
     sigma_min: float = 1e-4  # condot only
-    time_sampler: str = "uniform"  # uniform | logit_normal
+    time_sampler: str = "uniform"  # uniform | logit_normal | grid (k-step distillation)
     time_mean: float = 0.0  # logit-normal mean
     time_std: float = 1.0  # logit-normal std
+    grid_steps: int = 1  # grid: t uniform on {0, 1/k, ..., (k-1)/k}, k = grid_steps
     label_dropout: float = 0.1  # conditional runs: probability of the null label
     # MeanFlow (ignored by fm)
     ratio: float = 0.5  # fraction of pairs with s != t
@@ -86,6 +90,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the network
     num_threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    init_from: str = ""  # run folder whose EMA weights start model and EMA (reflow, distillation); not on resume
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,19 @@ from straightflow.training.checkpoint import (
 )
 from straightflow.training.config import RunConfig, config_from_dict, config_to_dict, dumps
 from straightflow.training.device import autocast, pick_device
+from straightflow.training.distributed import (
+    all_reduce_mean,
+    all_reduce_min,
+    barrier,
+    init_distributed,
+    shard_range,
+)
 from straightflow.training.ema import EMA
 
 __all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "lr_at"]
 
 CHECKPOINT = "checkpoint.safetensors"
+_NO_BAD = 2**62  # "no non-finite loss yet": larger than any step, so the first bad step is a min-reduction
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,9 +65,9 @@ def lr_at(step: int, base: float, warmup: int, total: int, schedule: str) -> flo
     raise ValueError(f"unknown lr_schedule {schedule!r}; choose from: cosine, constant")
 
 
-def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    # One independent CPU stream per (seed, step, purpose): batches do not depend on what ran before.
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4 + stream)
+def _step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Generator:
+    # One independent CPU stream per (seed, step, purpose, rank): batches do not depend on what ran before.
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 4 + stream) * 65_537 + rank)
 
 
 @dataclass
@@ -67,7 +75,7 @@ class _Stats:
     loss_sum: torch.Tensor
     extra_sums: dict[str, torch.Tensor]
     count: int
-    first_bad: torch.Tensor  # step of the first non-finite loss, -1 if none
+    first_bad: torch.Tensor  # step of the first non-finite loss, _NO_BAD if none
 
 
 class Trainer:
@@ -78,6 +86,14 @@ class Trainer:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         self.device = pick_device(cfg.train.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.train.batch_size % self.dist.world_size:
+            raise ValueError(f"batch size {cfg.train.batch_size} is not divisible by the world size "
+                             f"{self.dist.world_size}; choose a multiple of it")
+        if cfg.data.ot_scope not in ("global", "rank"):
+            raise ValueError(f"unknown data.ot_scope {cfg.data.ot_scope!r}; choose from: global, rank")
         self.data, self.source = build_data(cfg)
         self.num_classes = num_classes_of(self.data)
         self.coupling = build_coupling(cfg)
@@ -90,7 +106,14 @@ class Trainer:
             self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
         )
         self.step = 0
-        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward_model = self.model
+        if self.dist.enabled:  # DDP's forward hooks all-reduce the gradients: always call through it
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.forward_model)
         if resume:
             self._resume()
         elif (self.out / CHECKPOINT).exists():
@@ -98,18 +121,29 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, step: int) -> CoupledBatch:
-        """Batch `step`: x1 from the data, x0 from the source, paired by the coupling. On the CPU."""
+        """This rank's slice of global batch `step`: x1 from the data, x0 from the source, coupled. On the CPU.
+
+        The global batch depends only on (seed, step), so the union over ranks is what one process draws.
+        """
         g = _step_generator(self.cfg.train.seed, step, 0)
         b = self.cfg.train.batch_size
         x1, label = self.data.sample_labeled(b, g) if self.num_classes else (self.data.sample(b, g), None)
         x0 = self.source.sample(b, g)
-        return self.coupling(x0, x1, label, generator=g)
+        start, stop = shard_range(b, self.dist)
+        if self.cfg.data.ot_scope == "global" or not self.dist.enabled:
+            batch = self.coupling(x0, x1, label, generator=g)
+            return CoupledBatch(batch.x0[start:stop], batch.x1[start:stop],
+                                None if batch.label is None else batch.label[start:stop])
+        sl = slice(start, stop)
+        return self.coupling(x0[sl], x1[sl], None if label is None else label[sl], generator=g)
 
     def _to_device(self, batch: CoupledBatch) -> CoupledBatch:
-        nb = self.device.type == "cuda"
+        nb = self.device.type == "cuda"  # pinned host memory + non-blocking copies overlap with compute
 
         def move(x):
-            return None if x is None else x.to(self.device, non_blocking=nb)
+            if x is None:
+                return None
+            return (x.pin_memory() if nb else x).to(self.device, non_blocking=nb)
 
         return CoupledBatch(move(batch.x0), move(batch.x1), move(batch.label))
 
@@ -118,15 +152,17 @@ class Trainer:
         """Train to cfg.train.steps (or at most `max_steps` more steps: benchmarks train in slices)."""
         cfg, t = self.cfg, self.cfg.train
         stop = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(dumps(cfg))
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(dumps(cfg))
         # Prefetch: the next batch (and its OT assignment, which releases the GIL) is built while this
         # step trains.
         pool = ThreadPoolExecutor(1) if cfg.data.prefetch else None
         fetch = (lambda k: pool.submit(self.make_batch, k)) if pool else None
         pending = fetch(self.step) if fetch and self.step < stop else None
         stats = self._new_stats()
-        bar = tqdm(total=t.steps, initial=self.step, disable=not self.progress, desc="train", unit="step")
+        show = self.progress and self.dist.is_main
+        bar = tqdm(total=t.steps, initial=self.step, disable=not show, desc="train", unit="step")
         try:
             while self.step < stop:
                 step = self.step
@@ -138,7 +174,7 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = lr
 
-                g = _step_generator(t.seed, step, 1)
+                g = _step_generator(t.seed, step, 1, self.dist.rank)
                 with autocast(self.device, t.precision):
                     out = self.method.loss(self.forward_model, batch, g)
                 loss = out.loss.float().mean()
@@ -170,30 +206,43 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- logging
     def _new_stats(self) -> _Stats:
         zero = torch.zeros((), device=self.device)
-        return _Stats(zero.clone(), {}, 0, torch.full((), -1, device=self.device, dtype=torch.long))
+        return _Stats(zero.clone(), {}, 0, torch.full((), _NO_BAD, device=self.device, dtype=torch.long))
 
     def _accumulate(self, stats: _Stats, step: int, loss: torch.Tensor, logs: dict) -> None:
         bad = ~torch.isfinite(loss)
-        stats.first_bad = torch.where(bad & (stats.first_bad < 0), step, stats.first_bad)
+        stats.first_bad = torch.where(bad, torch.clamp(stats.first_bad, max=step), stats.first_bad)
         stats.loss_sum += loss.detach()
         for k, v in logs.items():
             stats.extra_sums[k] = stats.extra_sums.get(k, 0) + v.detach().float().mean()
         stats.count += 1
 
     def _read_stats(self, stats: _Stats, lr: float) -> dict:
+        """The one host read every log_every steps: losses averaged over ranks, NaN flags from any rank."""
+        if self.dist.enabled:
+            packed = torch.stack([stats.loss_sum, *stats.extra_sums.values()])
+            packed = all_reduce_mean(packed)
+            stats.loss_sum, stats.extra_sums = packed[0], dict(zip(stats.extra_sums, packed[1:], strict=True))
+            stats.first_bad = all_reduce_min(stats.first_bad)
         first_bad = int(stats.first_bad)
-        if first_bad >= 0:
+        if first_bad != _NO_BAD:
             raise NonFiniteLossError(
                 f"non-finite loss at step {first_bad}; stopped, the last good checkpoint in {self.out} is kept"
             )
         record = {"step": self.step, "loss": float(stats.loss_sum) / stats.count, "lr": lr}
         record.update({k: float(v) / stats.count for k, v in stats.extra_sums.items()})
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         return record
 
     # ----------------------------------------------------------------------------------------- state
     def save(self) -> None:
+        """Rank 0 writes the checkpoint atomically; the others wait so nobody runs ahead of a save."""
+        if self.dist.is_main:
+            self._write_checkpoint()
+        barrier()
+
+    def _write_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         tensors.update(optimizer_tensors(self.opt))

@@ -1,0 +1,82 @@
+"""torchrun + DDP on the CPU (gloo, 2 processes): gradients, sharding and checkpoints match one process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from straightflow.paths.coupling import CoupledBatch
+from straightflow.training.checkpoint import load_checkpoint
+from straightflow.training.config import RunConfig, apply_overrides
+from straightflow.training.distributed import DistInfo, shard_range
+from straightflow.training.trainer import CHECKPOINT, Trainer, _step_generator, lr_at
+
+ARGS = {"model.width": "32", "model.depth": "2", "train.batch_size": "64", "train.log_every": "1",
+        "train.device": "cpu", "optim.warmup_steps": "1", "data.data": "moons"}
+
+
+def torchrun(out, steps: int, extra: dict[str, str], nproc: int = 2) -> None:
+    sets = [a for k, v in {**ARGS, **extra}.items() for a in ("--set", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "straightflow", "train", "--steps", str(steps), "--out", str(out), "--no-progress",
+           "--no-plots", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def one_process_reference(cfg: RunConfig, tmp_path, world: int = 2) -> Trainer:
+    """One step by a single process on the concatenated batch, with each slice's own time stream."""
+    trainer = Trainer(cfg, tmp_path / "ref", progress=False)
+    full = trainer.make_batch(0)
+    losses = []
+    for rank in range(world):
+        a, b = shard_range(full.x1.shape[0], DistInfo(rank, world))
+        part = CoupledBatch(full.x0[a:b], full.x1[a:b], None)
+        out = trainer.method.loss(trainer.model, part, _step_generator(cfg.train.seed, 0, 1, rank))
+        losses.append(out.loss.mean())
+    loss = torch.stack(losses).mean()
+    for group in trainer.opt.param_groups:
+        group["lr"] = lr_at(0, cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr_schedule)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.optim.grad_clip)
+    trainer.opt.step()
+    return trainer
+
+
+@pytest.mark.parametrize("extra", [{"data.coupling": "independent"}, {"data.coupling": "ot"}])
+def test_two_ranks_one_step_equals_one_process_on_concatenated_batch(tmp_path, extra):
+    torchrun(tmp_path / "ddp", 1, extra)
+    tensors, meta = load_checkpoint(tmp_path / "ddp" / CHECKPOINT)
+    assert meta["step"] == 1
+    cfg = apply_overrides(RunConfig(), {**ARGS, **extra, "train.steps": 1})
+    ref = one_process_reference(cfg, tmp_path)
+    for name, value in ref.model.state_dict().items():
+        torch.testing.assert_close(tensors[f"model.{name}"], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_checkpoint_from_two_ranks_resumes_in_one(tmp_path):
+    torchrun(tmp_path / "run", 2, {})
+    cfg = apply_overrides(RunConfig(), {**ARGS, "train.steps": 4})
+    trainer = Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+    assert trainer.step == 2
+    trainer.fit()
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT)[1]["step"] == 4
+
+
+def test_world_size_must_divide_the_batch(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "straightflow",
+           "train", "--steps", "1", "--out", str(tmp_path / "x"), "--batch-size", "63", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "batch size 63 is not divisible by the world size 2" in proc.stderr
+    assert not (tmp_path / "x" / CHECKPOINT).exists()
+
+
+def test_shards_cover_every_item_once():
+    for n in (7, 8, 64):
+        spans = [shard_range(n, DistInfo(r, 3)) for r in range(3)]
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
