@@ -71,6 +71,8 @@ omega = 1, kappa = 0 is plain v and costs no extra pass.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -193,20 +195,47 @@ def adaptive_weight(sq_err: Tensor, power: float, eps: float) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ JVPs
-def jvp_tangent(
-    model: nn.Module, x: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """(u(x, s, t), J_u . (v, 1, 0)) by ``model.forward_with_tangent`` in one pass.
+def _inner_module(model: Callable) -> Callable:
+    """The network under DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers."""
+    inner = model
+    for _ in range(4):
+        nxt = getattr(inner, "_orig_mod", None)
+        if nxt is None and isinstance(inner, nn.parallel.DistributedDataParallel):
+            nxt = inner.module
+        if nxt is None:
+            return inner
+        inner = nxt
+    return inner
 
-    x, v: (B, *D); s, t: (B,). The tangent comes back detached.
+
+@functools.lru_cache(maxsize=64)
+def _forward_takes_tangent(cls: type) -> bool:
+    forward = getattr(cls, "forward", None)
+    return forward is not None and "tangent" in inspect.signature(forward).parameters
+
+
+def jvp_tangent(
+    model: Callable, x: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(u(x, s, t), J_u . (v, 1, 0)) by the network's own tangent pass, in one pass.
+
+    x, v: (B, *D); s, t: (B,). The tangent comes back detached. When the network's forward takes
+    ``tangent=(dx, ds, dt)`` the call goes through ``model(...)`` itself, so wrappers' hooks run
+    (DistributedDataParallel all-reduces the gradients only for calls through its forward); otherwise
+    ``forward_with_tangent`` is called on the network.
     """
-    fwt = getattr(model, "forward_with_tangent", None)
+    inner = _inner_module(model)
+    fwt = getattr(inner, "forward_with_tangent", None)
     if fwt is None:
         raise ValueError(
-            f"jvp='tangent' needs a model with forward_with_tangent, and {type(model).__name__} has none; "
+            f"jvp='tangent' needs a model with forward_with_tangent, and {type(inner).__name__} has none; "
             "use jvp='func', 'func_nograd' or 'finite_difference'"
         )
-    u, du = fwt(x, s, t, label, v, torch.ones_like(s), torch.zeros_like(t))
+    tangent = (v, torch.ones_like(s), torch.zeros_like(t))
+    if _forward_takes_tangent(type(inner)):
+        u, du = model(x, s, t, label=label, tangent=tangent)
+    else:
+        u, du = fwt(x, s, t, label, *tangent)
     return u, du.detach()
 
 

@@ -67,7 +67,21 @@ class MLP(nn.Module):
             parts.append(self.label_embed(label, x.shape[0], x.device))
         return parts
 
-    def forward(self, x: Tensor, time: Tensor, end_time: Tensor | None = None, label: Tensor | None = None):
+    def forward(
+        self,
+        x: Tensor,
+        time: Tensor,
+        end_time: Tensor | None = None,
+        label: Tensor | None = None,
+        tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
+    ):
+        """f(x, time[, end_time]) : (B, D); with tangent=(dx, dtime, dend_time), the pair (f, J_f . tangent).
+
+        Passing the tangent through forward (rather than calling forward_with_tangent on the bare module) keeps
+        DistributedDataParallel's hooks, so MeanFlow's gradients are still all-reduced across ranks.
+        """
+        if tangent is not None:
+            return self.forward_with_tangent(x, time, end_time, label, *tangent)
         h = torch.cat(self._inputs(x, time, end_time, label), dim=1)
         for layer in self.hidden:
             h = F.silu(layer(h))

@@ -34,6 +34,12 @@ class DataConfig:
     coupling: str = "independent"  # independent | ot | sinkhorn (minibatch pairing of x0 with x1)
     sinkhorn_epsilon: float = 0.05  # entropic regularisation, relative to the mean cost
     prefetch: bool = True  # build the next batch (and its OT assignment) in a background thread
+    # Images (data = digits | mnist | fashion-mnist | cifar10 | folder:PATH; see data/images.py)
+    data_dir: str = ""  # where image files live ("" = $STRAIGHTFLOW_DATA or ./data); nothing is downloaded
+    image_size: int = 32  # folder:PATH images are resized and centre-cropped to this side
+    conditional: bool = False  # train on class labels (label dropout = method.label_dropout)
+    hflip: bool = False  # random horizontal flips of training images
+    dequantize: bool = False  # uniform dequantisation of pixel levels (for likelihoods in bits/dim)
     pairs: str = ""  # folder of fixed (x0, x1) pairs (reflow / distillation): batches are its rows, no coupling;
     # data and source still describe the target and source distributions (evaluation, sampling)
     ot_scope: str = "global"  # multi-process: solve minibatch OT on the global batch, or per rank ("rank")
@@ -41,11 +47,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "mlp"
-    width: int = 256
-    depth: int = 3  # hidden layers
+    arch: str = "auto"  # auto (mlp for vectors, unet for images) | mlp | unet | dit
+    width: int = 256  # mlp: hidden width; dit: token width
+    depth: int = 3  # mlp: hidden layers; dit: transformer blocks
     n_frequencies: int = 16  # Fourier time features per time input
     time_inputs: str = "s,t-s"  # what a two-time (MeanFlow) network sees of (s, t)
+    # U-Net (models/unet.py)
+    channels: int = 32  # base channels of the first level
+    channel_mult: str = "1,2,2"  # channels per level, as multiples of `channels` (one downsampling per extra level)
+    num_res_blocks: int = 1  # residual blocks per level
+    attn_resolutions: str = ""  # side lengths with self-attention, e.g. "16" or "8,4" (the middle always has it)
+    dropout: float = 0.0  # unet and dit
+    # DiT (models/dit.py)
+    patch_size: int = 2  # side of the square patches (must divide the image side)
+    heads: int = 4  # attention heads (dit; unet attention uses heads too)
 
 
 @dataclass(frozen=True)
@@ -110,17 +125,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "method.name": "meanflow", "method.ratio": 0.5, "method.weight_power": 0.5,
         "method.weight_eps": 1e-3, "train.steps": 20000, "optim.ema_decay": 0.999,
     },
-    # MeanFlow paper (Geng et al. 2025), ImageNet 256 settings, written in our convention.
+    # MeanFlow paper (Geng et al. 2025), ImageNet 256 settings, written in our convention: the paper's time runs
+    # the other way, so its logit-normal(-0.4, 1) is logit-normal(+0.4, 1) here; it sums the squared error over
+    # the D dimensions where we average, so its c becomes c / D (D = 32x32x4 latents for ImageNet, 3x32x32 for
+    # CIFAR-10).
     "meanflow-imagenet": {
         "method.name": "meanflow", "method.ratio": 0.25, "method.time_sampler": "logit_normal",
-        "method.time_mean": -0.4, "method.time_std": 1.0, "method.weight_power": 1.0,
-        "method.weight_eps": 1e-2, "method.omega": 1.0, "method.kappa": 0.5, "method.label_dropout": 0.1,
+        "method.time_mean": 0.4, "method.time_std": 1.0, "method.weight_power": 1.0,
+        "method.weight_eps": 1e-2 / 4096, "method.omega": 1.0, "method.kappa": 0.5, "method.label_dropout": 0.1,
     },
     # MeanFlow paper, CIFAR-10 (unconditional) settings.
     "meanflow-cifar10": {
         "method.name": "meanflow", "method.ratio": 0.75, "method.time_sampler": "logit_normal",
-        "method.time_mean": -2.0, "method.time_std": 2.0, "method.weight_power": 0.75,
-        "method.weight_eps": 1e-3,
+        "method.time_mean": 2.0, "method.time_std": 2.0, "method.weight_power": 0.75,
+        "method.weight_eps": 1e-3 / 3072,
     },
 }
 
