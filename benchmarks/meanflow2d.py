@@ -16,7 +16,6 @@ Runs are written under runs/bench/meanflow2d/ (gitignored). Extra MeanFlow setti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import statistics
 import sys
@@ -29,7 +28,6 @@ from straightflow.evaluation import evaluate_run
 from straightflow.methods.flow_matching import FlowMatching
 from straightflow.methods.mean_flow import JVP_MODES, MeanFlow
 from straightflow.methods.time_sampling import UniformTime
-from straightflow.models import embeddings
 from straightflow.models.mlp import MLP
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import CoupledBatch
@@ -40,25 +38,6 @@ from straightflow.training.trainer import Trainer
 
 SETS = ("moons", "8gaussians", "checkerboard")
 ROOT = Path("runs/bench/meanflow2d")
-
-
-@contextlib.contextmanager
-def time_max_frequency(w_max: float | None):
-    """Stop-gap: set FourierTime's largest angular frequency (default 200) while training and evaluating.
-
-    The network config has no field for it yet; the buffer is not saved, so runs made with a patched value
-    must be evaluated in the same process (this script does).
-    """
-    if w_max is None:
-        yield
-        return
-    init = embeddings.FourierTime.__init__
-    saved = init.__defaults__
-    init.__defaults__ = (saved[0], saved[1], float(w_max))
-    try:
-        yield
-    finally:
-        init.__defaults__ = saved
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -122,8 +101,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 300 steps, n=1000, short timing")
     p.add_argument("--n", type=int, default=4000, help="samples for W2")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--time-max-freq", type=float, default=None,
-                   help="largest angular frequency of the Fourier time features (project default 200)")
     p.add_argument("--mf", nargs="*", default=[], help="extra MeanFlow overrides key=value")
     p.add_argument("--skip", default="", help="comma-separated of fm,mf,mf_ot,timing to skip")
     args = p.parse_args(argv)
@@ -134,23 +111,22 @@ def main(argv: list[str] | None = None) -> None:
             "train.log_every": max(1, steps // 20), "train.ckpt_every": steps}
     mf = {**PRESETS["toy2d-meanflow"], **base, **parse_overrides(args.mf)}
     mf["train.steps"] = steps
-    print(f"steps {steps}, n {n}, threads {args.threads}, time max freq {args.time_max_freq or 'default'}, "
+    print(f"steps {steps}, n {n}, threads {args.threads}, "
           f"MeanFlow overrides {parse_overrides(args.mf) or '-'}", flush=True)
     results = {}
-    with time_max_frequency(args.time_max_freq):
-        for data in sets:
-            res = {}
-            if "fm" not in skip:
-                res["fm"] = train_and_eval(f"{data}_fm", {**base, "data.data": data, "method.name": "fm"},
-                                           [("euler", 1), ("dopri5", 1)], n)
-            if "mf" not in skip:
-                res["mf"] = train_and_eval(f"{data}_mf", {**mf, "data.data": data},
-                                           [("meanflow", 1), ("meanflow", 2)], n)
-            if "mf_ot" not in skip:
-                res["mf_ot"] = train_and_eval(f"{data}_mf_ot", {**mf, "data.data": data, "data.coupling": "ot"},
-                                              [("meanflow", 1), ("meanflow", 2)], n)
-            results[data] = res
-            print(f"  {data}: " + ", ".join(f"{k} {v[1]:.0f}s" for k, v in res.items()), flush=True)
+    for data in sets:
+        res = {}
+        if "fm" not in skip:
+            res["fm"] = train_and_eval(f"{data}_fm", {**base, "data.data": data, "method.name": "fm"},
+                                       [("euler", 1), ("dopri5", 1)], n)
+        if "mf" not in skip:
+            res["mf"] = train_and_eval(f"{data}_mf", {**mf, "data.data": data},
+                                       [("meanflow", 1), ("meanflow", 2)], n)
+        if "mf_ot" not in skip:
+            res["mf_ot"] = train_and_eval(f"{data}_mf_ot", {**mf, "data.data": data, "data.coupling": "ot"},
+                                          [("meanflow", 1), ("meanflow", 2)], n)
+        results[data] = res
+        print(f"  {data}: " + ", ".join(f"{k} {v[1]:.0f}s" for k, v in res.items()), flush=True)
 
     print()
     print(f"W2 / noise floor (n = {n}); lower is better, ~1.0-1.2 is as good as a fresh data draw")
