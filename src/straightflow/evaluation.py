@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from straightflow.metrics.distances import mmd_rbf, wasserstein2
-from straightflow.metrics.flows import straightness, transport_cost
+from straightflow.metrics.flows import crossing_rate, straightness, transport_cost
 from straightflow.runs import Run, sample_run
 
 __all__ = ["EvalRow", "EvalReport", "evaluate_run", "format_table", "noise_floor"]
@@ -37,6 +37,9 @@ class EvalReport:
     noise_floor: float
     straightness: float  # of the reference solve (dopri5 for velocity fields, 1 jump for MeanFlow)
     rows: list[EvalRow] = field(default_factory=list)
+    # 2-D only: share of pairs of straight segments x0 -> x1 that cross, for the coupling of the reference
+    # solve on min(n, 2000) points (Liu et al. 2023's crossing rate; see methods.rectified)
+    crossing_rate: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +58,16 @@ def _straightness(run: Run, n: int, seed: int) -> float:
     return straightness(sol.trajectory.cpu(), sol.times.cpu())
 
 
+def _crossing_rate(run: Run, n: int, seed: int) -> float | None:
+    """Crossing rate of the coupling (x0, x1 = reference solve of x0) on n points; None unless 2-D."""
+    if run.dim != 2:
+        return None
+    from straightflow.methods.rectified import reference_trajectory
+
+    trajectory, _ = reference_trajectory(run, n, seed)
+    return crossing_rate(trajectory[0], trajectory[-1])
+
+
 def evaluate_run(
     run: Run, specs: list[tuple[str, int]], n: int = 4000, seed: int = 0, heldout_seed: int = 1,
     label: int | None = None, guidance: float = 1.0,
@@ -64,6 +77,7 @@ def evaluate_run(
     heldout = data.heldout(n, seed=heldout_seed)
     floor = noise_floor(data, n, heldout_seed)
     report = EvalReport(str(run.path), n, floor, _straightness(run, min(n, 1000), seed))
+    report.crossing_rate = _crossing_rate(run, min(n, 2000), seed)
     for solver, steps in specs:
         start = time.perf_counter()
         sol = sample_run(run, n, solver=solver, steps=steps, seed=seed, label=label, guidance=guidance,
@@ -87,6 +101,8 @@ def data_source_draw(run: Run, n: int, seed: int) -> torch.Tensor:
 def format_table(report: EvalReport) -> str:
     head = (f"run {report.run}  n={report.n}  W2 noise floor {report.noise_floor:.4f}  "
             f"straightness {report.straightness:.4f}")
+    if report.crossing_rate is not None:
+        head += f"  crossing rate {100 * report.crossing_rate:.3f}%"
     lines = [head, f"{'solver':<10}{'steps':>6}{'NFE':>6}{'W2':>9}{'W2/floor':>10}{'MMD':>10}"
              f"{'cost':>9}{'sec':>8}"]
     for r in report.rows:

@@ -18,13 +18,24 @@ def add_parser(subs) -> None:
         "straightflow eval RUN --solver euler --steps 1,2,4,8 --solver dopri5",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("run", help="run folder")
+    p.add_argument("run", help="run folder (with --coupling-only: a data set, e.g. 8gaussians)")
     p.add_argument("--n", type=int, default=4000, help="samples (and held-out points) per row")
     add_solver_args(p, multi=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weights", default="ema", choices=("ema", "model"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="JSON path (default RUN/eval.json)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="images, conditional velocity runs: classifier-free guidance weight (1 = off)")
+    p.add_argument("--true-fid", action="store_true",
+                   help="images: also Inception FID, if torchmetrics or clean-fid and their weights are present")
+    p.add_argument("--plot", nargs="?", const="", metavar="PNG",
+                   help="2-D: also draw trajectories beside the parent run's (before/after reflow), "
+                   "default RUN/trajectories.png")
+    p.add_argument("--coupling-only", action="store_true",
+                   help="no model: crossing rate and transport cost of independent pairs of --source and RUN "
+                   "(a data set)")
+    p.add_argument("--source", default="gaussian", help="with --coupling-only: the source distribution")
     p.set_defaults(handler=run)
 
 
@@ -32,10 +43,63 @@ def run(args) -> int:
     from straightflow.evaluation import evaluate_run, format_table
     from straightflow.runs import load_run
 
+    if args.coupling_only:
+        return _coupling_only(args)
     r = load_run(args.run, weights=args.weights, device=args.device)
     specs = solver_specs(args, r.average_velocity, default_steps=[1, 2, 4, 8])
+    from straightflow.image_evaluation import is_image_run
+
+    if is_image_run(r):  # images: feature-FID, precision/recall, class accuracy instead of the W2 table
+        return _evaluate_images(args, r, specs)
     report = evaluate_run(r, specs, n=args.n, seed=args.seed)
     print(format_table(report))
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    out.write_text(json.dumps(report.to_dict(), indent=2))
+    print(f"wrote {out}")
+    if args.plot is not None:
+        from straightflow.methods.rectified import plot_reflow_trajectories
+
+        png = plot_reflow_trajectories(r, args.plot or Path(args.run) / "trajectories.png", seed=args.seed)
+        print(f"wrote {png}")
+    return 0
+
+
+def _coupling_only(args) -> int:
+    """Crossing rate and transport cost of independent pairs (x0 ~ source, x1 ~ data)."""
+    import torch
+
+    from straightflow.data.source import resolve_data, resolve_source
+    from straightflow.methods.rectified import coupling_report, independent_coupling
+
+    if args.n < 2:
+        raise ValueError(f"--n must be >= 2 to count crossings, got {args.n}")
+    data = resolve_data(args.run)
+    source = resolve_source(args.source, data.shape)
+    x0, x1 = independent_coupling(data, source, args.n, seed=args.seed)
+    report = coupling_report(x0, x1)
+    crossing = "n/a (not 2-D)" if report.crossing_rate is None else (
+        f"{100 * report.crossing_rate:.3f}% (on {report.crossing_points} points)")
+    print(f"independent pairs {args.source} -> {args.run}, n={report.n}: transport cost "
+          f"{report.transport_cost:.4f}, crossing rate {crossing}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"data": args.run, "source": args.source, **report.to_dict()}, indent=2))
+        print(f"wrote {args.out}")
+    if args.plot is not None and x0.shape[1:] == (2,):
+        from straightflow.plots.figures import plot_trajectory_panels
+
+        png = plot_trajectory_panels({f"independent {args.source} -> {args.run}": torch.stack([x0, x1])},
+                                     args.plot or "coupling.png")
+        print(f"wrote {png}")
+    return 0
+
+
+def _evaluate_images(args, r, specs) -> int:
+    """Image runs: feature-FID, precision, recall, class accuracy per (solver, steps); see image_evaluation."""
+    from straightflow.image_evaluation import evaluate_images, format_image_table
+
+    report = evaluate_images(r, specs, n=args.n, seed=args.seed, guidance=args.guidance,
+                             with_true_fid=args.true_fid)
+    print(format_image_table(report))
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
     out.write_text(json.dumps(report.to_dict(), indent=2))
     print(f"wrote {out}")

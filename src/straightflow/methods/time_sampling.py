@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-__all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "TIME_SAMPLERS", "get_time_sampler"]
+__all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "GridTime", "TIME_SAMPLERS", "get_time_sampler"]
 
 
 class TimeSampler(Protocol):
@@ -82,11 +82,39 @@ class LogitNormalTime:
         return t.to(device) if device is not None else t
 
 
-TIME_SAMPLERS: dict[str, type] = {"uniform": UniformTime, "logit_normal": LogitNormalTime}
+@dataclass(frozen=True)
+class GridTime:
+    """t uniform on the k-step Euler grid {0, 1/k, ..., (k-1)/k}: t = floor(k U) / k, U ~ U[0, 1).
+
+    Rectified-flow distillation to k steps (Liu et al. 2023): flow matching on fixed pairs at these times
+    only, so that k Euler steps carry x0 to x1; k = 1 is t = 0 always, i.e. min E |x1 - x0 - v(x0, 0)|^2.
+    """
+
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"grid time sampler needs steps >= 1 (an int), got {self.steps!r}")
+
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """n i.i.d. grid times, shape (n,)."""
+        _check_n(n)
+        u = torch.rand(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
+        t = torch.floor(u * self.steps).clamp_max(self.steps - 1) / self.steps
+        return t.to(device) if device is not None else t
+
+
+TIME_SAMPLERS: dict[str, type] = {"uniform": UniformTime, "logit_normal": LogitNormalTime, "grid": GridTime}
 
 
 def get_time_sampler(name: str, **kwargs: float) -> TimeSampler:
-    """Time sampler by name: "uniform" or "logit_normal" (kwargs mean, std)."""
+    """Time sampler by name: "uniform", "logit_normal" (kwargs mean, std) or "grid" (kwarg steps)."""
     if name not in TIME_SAMPLERS:
         raise ValueError(f"unknown time sampler {name!r}; choose one of {sorted(TIME_SAMPLERS)}")
     return TIME_SAMPLERS[name](**kwargs)

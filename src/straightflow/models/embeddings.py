@@ -31,7 +31,8 @@ class FourierTime(nn.Module):
         if n_frequencies < 1:
             raise ValueError(f"n_frequencies must be >= 1, got {n_frequencies}")
         freqs = torch.exp(torch.linspace(math.log(w_min), math.log(w_max), n_frequencies))
-        self.register_buffer("freqs", freqs, persistent=False)
+        # Persistent: a checkpoint records the frequencies it was trained with, so a change of default is caught.
+        self.register_buffer("freqs", freqs)
         self.dim = 2 * n_frequencies
 
     def forward(self, tau: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["plot_samples", "plot_trajectories", "plot_loss_curve", "plot_sample_panels"]
+__all__ = ["plot_samples", "plot_trajectories", "plot_loss_curve", "plot_sample_panels", "plot_trajectory_panels"]
 
 _DATA_COLOUR, _SAMPLE_COLOUR = "0.7", "tab:blue"
 _START_COLOUR, _END_COLOUR = "0.15", "tab:red"  # neither occurs in viridis
@@ -182,4 +182,53 @@ def plot_sample_panels(panels: Mapping[str, Tensor], data: Tensor, path: str | P
     suptitle = title + _first_two_note(d.shape[1])
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
+    return _save(fig, path)
+
+
+def plot_trajectory_panels(
+    panels: Mapping[str, Tensor],
+    path: str | Path,
+    n_paths: int = 200,
+    title: str = "",
+    times: Mapping[str, Tensor] | None = None,
+) -> Path:
+    """A row of trajectory panels on shared axes (e.g. before / after reflow), one per label: each a 2-D
+    trajectory (K+1, B, 2) drawn as in :func:`plot_trajectories` (first `n_paths` paths, segments coloured
+    by time on [0, 1] unless `times[label]` (K+1,) is given, start and end points marked)."""
+    if not panels:
+        raise ValueError("plot_trajectory_panels needs at least one panel, got none")
+    if n_paths < 1:
+        raise ValueError(f"n_paths must be a positive int, got {n_paths}")
+    arrays = {}
+    for label, trajectory in panels.items():
+        traj = trajectory.detach().cpu().numpy() if isinstance(trajectory, Tensor) else np.asarray(trajectory)
+        if traj.ndim != 3 or traj.shape[0] < 2 or traj.shape[2] != 2:
+            raise ValueError(f"trajectory of panel '{label}' must have shape (K+1, B, 2) with K >= 1, got {traj.shape}")
+        arrays[label] = traj[:, :n_paths].astype(np.float64)
+    (x_lo, x_hi), (y_lo, y_hi) = _limits(np.concatenate([a.reshape(-1, 2) for a in arrays.values()]))
+    fig = Figure(figsize=(3.6 * len(arrays) + 0.8, 3.9), layout="constrained")
+    axes = fig.subplots(1, len(arrays), squeeze=False)[0]
+    lines = None
+    for ax, (label, traj) in zip(axes, arrays.items(), strict=True):
+        given = (times or {}).get(label)
+        t = np.linspace(0.0, 1.0, traj.shape[0]) if given is None else torch.as_tensor(given).cpu().numpy()
+        if t.shape != (traj.shape[0],):
+            raise ValueError(f"times of panel '{label}' must have shape ({traj.shape[0]},), got {t.shape}")
+        segments = np.stack([traj[:-1], traj[1:]], axis=2).reshape(-1, 2, 2)
+        midpoints = np.repeat(0.5 * (t[:-1] + t[1:]), traj.shape[1])
+        lines = LineCollection(segments, array=midpoints, cmap="viridis", linewidths=0.6, alpha=0.7)
+        lines.set_clim(0.0, 1.0)
+        ax.add_collection(lines)
+        ax.scatter(traj[0, :, 0], traj[0, :, 1], s=5, c=_START_COLOUR, label="x0", zorder=3)
+        ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=5, c=_END_COLOUR, label="x1", zorder=3)
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(loc="upper right", fontsize=8, markerscale=2)
+    fig.colorbar(lines, ax=list(axes), label="t", shrink=0.8)
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

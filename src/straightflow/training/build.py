@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from straightflow.data.source import resolve_data, resolve_source
@@ -18,8 +20,12 @@ __all__ = ["build_data", "build_model", "build_method", "build_coupling", "build
 
 def build_data(cfg: RunConfig):
     """(target data source, source distribution): both with .sample(n, generator) and .dim."""
-    data = resolve_data(cfg.data.data)
-    return data, resolve_source(cfg.data.source, data.dim)
+    d = cfg.data
+    data = resolve_data(d.data, data_dir=d.data_dir, image_size=d.image_size, conditional=d.conditional,
+                        hflip=d.hflip, dequantize=d.dequantize)
+    if d.conditional and not num_classes_of(data):
+        raise ValueError(f"data.conditional needs labelled data, and '{d.data}' has no class labels")
+    return data, resolve_source(d.source, data.shape)
 
 
 def num_classes_of(data) -> int:
@@ -37,8 +43,8 @@ def build_pairs(cfg: RunConfig, data, num_classes: int = 0):
         raise ValueError(f"data.pairs are already coupled; data.coupling must be 'independent', "
                          f"got {cfg.data.coupling!r}")
     pairs = PairSource.from_folder(cfg.data.pairs)
-    if pairs.dim != data.dim:
-        raise ValueError(f"pairs in {cfg.data.pairs} have dimension {pairs.dim} but the data has {data.dim}")
+    if pairs.shape != tuple(data.shape):
+        raise ValueError(f"pairs in {cfg.data.pairs} have sample shape {pairs.shape} but the data {tuple(data.shape)}")
     if (pairs.label is not None) != (num_classes > 0):
         have = "labelled" if pairs.label is not None else "unlabelled"
         raise ValueError(f"pairs in {cfg.data.pairs} are {have} but the run has {num_classes} classes")
@@ -51,11 +57,34 @@ def build_coupling(cfg: RunConfig):
 
 
 def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
+    """The network for data of `dim` entries: an MLP for vectors, a U-Net or DiT for images (arch "auto":
+    unet for image data sets, mlp otherwise)."""
     m = cfg.model
-    if m.arch != "mlp":
-        raise ValueError(f"unknown model arch {m.arch!r}; choose from: mlp")
     n_times = 2 if cfg.method.name == "meanflow" else 1
-    return MLP(dim, m.width, m.depth, n_times, m.time_inputs, m.n_frequencies, num_classes)
+    if m.arch not in ("auto", "mlp", "unet", "dit"):
+        raise ValueError(f"unknown model arch {m.arch!r}; choose from: auto, mlp, unet, dit")
+    from straightflow.data.images import image_shape, is_image_spec
+
+    images = is_image_spec(cfg.data.data)
+    arch = ("unet" if images else "mlp") if m.arch == "auto" else m.arch
+    if arch == "mlp":
+        if images:
+            raise ValueError(f"model.arch=mlp takes vectors, and '{cfg.data.data}' holds images; use unet or dit")
+        return MLP(dim, m.width, m.depth, n_times, m.time_inputs, m.n_frequencies, num_classes)
+    if not images:
+        raise ValueError(f"model.arch={arch} takes images, and '{cfg.data.data}' holds vectors; use mlp")
+    from straightflow.models.dit import DiT
+    from straightflow.models.unet import UNet, parse_int_tuple
+
+    shape = image_shape(cfg.data.data, cfg.data.image_size)
+    if math.prod(shape) != dim:
+        raise ValueError(f"images of shape {shape} have {math.prod(shape)} entries, but the data have {dim}")
+    if arch == "unet":
+        return UNet(shape, m.channels, parse_int_tuple(m.channel_mult, "model.channel_mult"), m.num_res_blocks,
+                    parse_int_tuple(m.attn_resolutions, "model.attn_resolutions"), m.dropout, n_times,
+                    m.time_inputs, m.n_frequencies, num_classes, m.heads)
+    return DiT(shape, m.width, m.depth, m.heads, m.patch_size, dropout=m.dropout, n_times=n_times,
+               time_inputs=m.time_inputs, n_frequencies=m.n_frequencies, num_classes=num_classes)
 
 
 def _time_sampler(cfg: RunConfig):

@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 
 from straightflow import __version__
 from straightflow.paths.coupling import CoupledBatch
-from straightflow.training.build import build_coupling, build_data, build_method, build_model, num_classes_of
+from straightflow.training.build import (
+    build_coupling,
+    build_data,
+    build_method,
+    build_model,
+    build_pairs,
+    num_classes_of,
+)
 from straightflow.training.checkpoint import (
     load_checkpoint,
     load_optimizer,
@@ -97,6 +104,7 @@ class Trainer:
         self.data, self.source = build_data(cfg)
         self.num_classes = num_classes_of(self.data)
         self.coupling = build_coupling(cfg)
+        self.pairs = build_pairs(cfg, self.data, self.num_classes)  # None unless data.pairs (reflow, distill)
         self.method = build_method(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
@@ -118,6 +126,8 @@ class Trainer:
             self._resume()
         elif (self.out / CHECKPOINT).exists():
             raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose a new --out")
+        elif cfg.train.init_from:
+            self._init_from(cfg.train.init_from)
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, step: int) -> CoupledBatch:
@@ -127,6 +137,10 @@ class Trainer:
         """
         g = _step_generator(self.cfg.train.seed, step, 0)
         b = self.cfg.train.batch_size
+        if self.pairs is not None:  # reflow / distillation: random rows of a fixed coupling, already paired
+            batch, (start, stop) = self.pairs.sample(b, g), shard_range(b, self.dist)
+            return CoupledBatch(batch.x0[start:stop], batch.x1[start:stop],
+                                None if batch.label is None else batch.label[start:stop])
         x1, label = self.data.sample_labeled(b, g) if self.num_classes else (self.data.sample(b, g), None)
         x0 = self.source.sample(b, g)
         start, stop = shard_range(b, self.dist)
@@ -270,6 +284,13 @@ class Trainer:
         load_optimizer(self.opt, tensors)
         self.step = int(meta["step"])
         self._truncate_metrics()
+
+    def _init_from(self, run: str) -> None:
+        """Start model and EMA from another run's EMA weights (the flow that made the pairs); fresh AdamW."""
+        path = Path(run)
+        tensors, _ = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+        load_state_strict(self.model, tensors, "ema.", f"{run} (train.init_from)")
+        load_state_strict(self.ema.model, tensors, "ema.", f"{run} (train.init_from)")
 
     def _truncate_metrics(self) -> None:
         # Lines logged after the checkpoint belong to a future the resumed run will write again.
