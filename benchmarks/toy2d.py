@@ -69,11 +69,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default="moons,8gaussians,checkerboard")
     p.add_argument("--couplings", default="independent,ot")
-    p.add_argument("--steps", type=int, default=20000, help="training steps per run")
+    p.add_argument("--steps", type=int, default=15000, help="training steps per run")
     p.add_argument("--n", type=int, default=4000, help="samples and held-out points for W2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench/toy2d")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is robust: 2 threads spin-wait badly when another process shares the cores)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch 256, "
           f"3x256 SiLU MLP, n={args.n}")

@@ -76,11 +76,16 @@ def sample_run(
     x0: Tensor | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    mode_guidance: float = 0.0,
+    with_logp: bool = False,
+    probes: int = 1,
 ) -> ODESolution:
     """Draw n samples: x0 from the run's source (or given, (n, *D)), carried to t = 1.
 
     MeanFlow runs ignore `solver` and take `steps` average-velocity jumps on a uniform grid; flow-matching
     runs integrate v with `solver` (euler | midpoint | heun | rk4 with `steps`, or dopri5).
+    `mode_guidance` = lambda > 0 adds lambda h grad(-div v) to each step (Hutchinson, `probes` per call);
+    `with_logp` also returns log p of each sample (an ODESolutionWithLogProb): see straightflow.density.
     """
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -94,6 +99,11 @@ def sample_run(
         label = torch.full((x0.shape[0],), label, dtype=torch.long, device=run.device)
     if label is not None and run.num_classes == 0:
         raise ValueError("a class label was given but this run is unconditional")
+    if mode_guidance or with_logp:
+        from straightflow.density import sample_run_with_extras
+
+        return sample_run_with_extras(run, x0, label, guidance, solver, steps, return_trajectory, rtol, atol,
+                                      mode_guidance, with_logp, probes, seed)
     with torch.no_grad():
         if run.average_velocity:
             if guidance != 1.0:

@@ -19,9 +19,11 @@ DEMO_RUNS = {
 
 def add_parser(subs) -> None:
     p = subs.add_parser(
-        "demo", help="train and evaluate flow matching and MeanFlow on a toy set (a few CPU minutes)",
+        "demo", help="train and evaluate flow matching and MeanFlow on a toy set or digits (a few CPU minutes)",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("task", nargs="?", default="toy", choices=("toy", "digits"),
+                   help="toy: 2-D flow matching vs MeanFlow; digits: class-conditional images (8x8 digits)")
     p.add_argument("--data", default="checkerboard", help="toy data set")
     p.add_argument("--out", default="runs/demo", help="folder for runs, pictures and metrics")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the training steps (e.g. 0.1 to smoke-test)")
@@ -31,6 +33,10 @@ def add_parser(subs) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "task", "toy") == "digits":
+        from straightflow.cli.demo_digits import run_digits
+
+        return run_digits(args)
     from straightflow.evaluation import evaluate_run, format_table
     from straightflow.plots.figures import plot_loss_curve, plot_sample_panels, plot_trajectories
     from straightflow.runs import load_run, sample_run

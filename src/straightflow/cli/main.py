@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from straightflow import __version__
-from straightflow.cli import data_cmd, demo, evaluate, sample, train
+from straightflow.cli import data_cmd, demo, distill, evaluate, likelihood, reflow, sample, train
 
-SUBCOMMANDS = (train, sample, evaluate, data_cmd, demo)
+SUBCOMMANDS = (train, sample, evaluate, likelihood, reflow, distill, data_cmd, demo)
 
 DESCRIPTION = """\
 Flow Matching, Rectified Flow and MeanFlow: train, sample, evaluate.

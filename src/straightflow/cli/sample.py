@@ -12,7 +12,8 @@ def add_parser(subs) -> None:
     p = subs.add_parser(
         "sample", help="draw samples from a trained run",
         description="Sample a run: x0 from its source, carried to t=1 by the ODE solver (flow matching) or "
-        "by average-velocity jumps (MeanFlow). Writes OUT (.npy of shape (n, D)) and OUT with .png.",
+        "by average-velocity jumps (MeanFlow). Writes OUT (.npy of shape (n, D), or (n, C, H, W) with pixels in "
+        "[-1, 1] for images) and OUT with .png (a grid for images).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", help="run folder written by `straightflow train`")
@@ -24,6 +25,11 @@ def add_parser(subs) -> None:
     p.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
     p.add_argument("--device", default="auto")
     p.add_argument("--trajectory", action="store_true", help="also plot trajectories (2-D data)")
+    p.add_argument("--mode-guidance", type=float, default=0.0, metavar="LAMBDA",
+                   help="mode guidance: add LAMBDA h grad(-div v) to each step (0 = off)")
+    p.add_argument("--with-logp", action="store_true",
+                   help="also compute log p of each sample in the same pass; writes OUT_logp.npy")
+    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes for --mode-guidance / --with-logp")
     p.add_argument("--out", default="samples.npy", help="output .npy path")
     p.set_defaults(handler=run)
 
@@ -40,11 +46,21 @@ def run(args) -> int:
         raise ValueError(f"sample takes one solver and one step count, got {specs}")
     solver, steps = specs[0]
     sol = sample_run(r, args.n, solver=solver, steps=steps, seed=args.seed, label=args.label,
-                     guidance=args.guidance, return_trajectory=args.trajectory, rtol=args.rtol, atol=args.atol)
+                     guidance=args.guidance, return_trajectory=args.trajectory, rtol=args.rtol, atol=args.atol,
+                     mode_guidance=args.mode_guidance, with_logp=args.with_logp, probes=args.probes)
+    from straightflow.image_evaluation import clamp_images, is_image_run, write_sample_grid
+
+    if is_image_run(r):  # images: (n, C, H, W) with pixels clamped to [-1, 1], plus a grid PNG
+        sol = clamp_images(sol)
+        write_sample_grid(sol.x.cpu(), Path(args.out).with_suffix(".png"), f"{solver} NFE {sol.nfe}", args.label)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, sol.x.cpu().numpy())
     print(f"wrote {args.n} samples ({solver}, NFE {sol.nfe}) to {out}")
+    if args.with_logp:
+        logp_path = out.with_name(out.stem + "_logp.npy")
+        np.save(logp_path, sol.log_prob.cpu().numpy())
+        print(f"wrote log p of each sample to {logp_path} (mean {float(sol.log_prob.mean()):.4f} nats)")
     if r.dim == 2:
         data, _ = r.data_and_source()
         plot_samples(sol.x.cpu(), data.heldout(min(args.n, 4000)), out.with_suffix(".png"),

@@ -13,6 +13,7 @@ FLAGS = {
     "method": "method.name", "data": "data.data", "source": "data.source", "coupling": "data.coupling",
     "steps": "train.steps", "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "compile": "train.compile",
+    "data_dir": "data.data_dir", "conditional": "data.conditional", "arch": "model.arch",  # images
 }
 
 
@@ -26,7 +27,8 @@ def add_parser(subs) -> None:
     )
     p.add_argument("--method", help="fm (flow matching / rectified flow) or meanflow")
     p.add_argument("--data", help="toy set (8gaussians, moons, checkerboard, circles, swissroll, 2spirals, "
-                   "pinwheel) or a .npy/.csv file of shape (N, D)")
+                   "pinwheel), a .npy/.csv file of shape (N, D), or images: digits, mnist, fashion-mnist, cifar10, "
+                   "folder:PATH")
     p.add_argument("--source", help="'gaussian' (default) or a data set, for data-to-data transport")
     p.add_argument("--coupling", help="independent | ot (exact minibatch OT) | sinkhorn")
     p.add_argument("--steps", type=int, help="training steps")
@@ -36,6 +38,10 @@ def add_parser(subs) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", help="fp32 | bf16")
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the network")
+    p.add_argument("--data-dir", help="folder with image data files (MNIST IDX, CIFAR-10 batches); see docs/images.md")
+    p.add_argument("--conditional", action="store_const", const=True,
+                   help="class-conditional training on the data's labels (label dropout: method.label_dropout)")
+    p.add_argument("--arch", help="network: auto (mlp for vectors, unet for images) | mlp | unet | dit")
     add_config_args(p)
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -65,7 +71,11 @@ def write_run_plots(out: Path) -> None:
     extra = {k: [r[k] for r in records] for k in records[0] if k not in ("step", "loss", "lr")} if records else {}
     plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], out / "loss.png", extra or None)
     run = load_run(out)
-    if run.dim == 2:
+    from straightflow.image_evaluation import is_image_run, write_image_grid
+
+    if is_image_run(run):  # images: samples.png is a grid (one row per class for conditional runs)
+        write_image_grid(run, out / "samples.png")
+    elif run.dim == 2:
         solver, steps = ("meanflow", 1) if run.average_velocity else ("dopri5", 1)
         x = sample_run(run, 2000, solver=solver, steps=steps).x.cpu()
         data, _ = run.data_and_source()

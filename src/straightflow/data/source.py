@@ -171,15 +171,25 @@ class GaussianSource(DataSource):
         return -0.5 * flat.pow(2).sum(dim=1) - 0.5 * math.log(2.0 * math.pi) * flat.shape[1]
 
 
-def resolve_data(spec: str) -> DataSource:
-    """A toy set name (see TOY_DATASETS) or a path to a .npy / .csv file of (N, D) vectors."""
+def resolve_data(spec: str, **image_options) -> DataSource:
+    """A toy set name (see TOY_DATASETS), a path to a .npy / .csv file of (N, D) vectors, or an image set.
+
+    Image specs ("digits", "mnist", "fashion-mnist", "cifar10", "folder:PATH") go to
+    :func:`straightflow.data.images.resolve_images` with `image_options` (data_dir, image_size, conditional,
+    hflip, dequantize); other specs ignore them.
+    """
     if spec in TOY_DATASETS:
         return ToySource(spec)
+    from straightflow.data.images import is_image_spec, resolve_images
+
+    if is_image_spec(spec):
+        return resolve_images(spec, **image_options)
     if Path(spec).suffix.lower() in VECTOR_SUFFIXES:
         return FileSource.from_file(spec)
     raise ValueError(
         f"unknown data '{spec}': name a toy set ({', '.join(TOY_DATASETS)}) "
-        f"or a file ending in {' or '.join(VECTOR_SUFFIXES)}"
+        f"or a file ending in {' or '.join(VECTOR_SUFFIXES)}, or an image set (digits, mnist, fashion-mnist, "
+        "cifar10, folder:PATH)"
     )
 
 

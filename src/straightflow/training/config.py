@@ -33,7 +33,7 @@ class DataConfig:
     source: str = "gaussian"  # "gaussian", or another data set for data-to-data transport
     coupling: str = "independent"  # independent | ot | sinkhorn (minibatch pairing of x0 with x1)
     sinkhorn_epsilon: float = 0.05  # entropic regularisation, relative to the mean cost
-    prefetch: bool = True  # build the next batch (and its OT assignment) in a background thread
+    prefetch: bool = True  # solve the next batch's OT / Sinkhorn coupling in a background thread
     # Images (data = digits | mnist | fashion-mnist | cifar10 | folder:PATH; see data/images.py)
     data_dir: str = ""  # where image files live ("" = $STRAIGHTFLOW_DATA or ./data); nothing is downloaded
     image_size: int = 32  # folder:PATH images are resized and centre-cropped to this side

@@ -1,0 +1,197 @@
+"""Evaluate an image run: per (solver, steps), feature-FID, precision, recall and class accuracy.
+
+Protocol (see :mod:`straightflow.metrics.images` and docs/images.md):
+
+- features: the project's :class:`~straightflow.metrics.images.FeatureNet`, trained on the run's training
+  split and cached by the data's hash;
+- reference: up to `max_reference` training images (a seeded subset); feature-FID compares the n samples
+  against all of them, precision/recall (k = 3) against the first n of them (equal set sizes);
+- floor: the feature-FID of min(n, test size) held-out test images against the same reference, what fresh
+  data score (FID is biased upward at small n, so only equal n compare: digits hold 359 test images, so their
+  floor is measured at n = 359 and lies above what 1000 fresh images would score). A model that reproduces
+  training images can score below the floor: the reference is the training split;
+- conditional runs draw balanced labels (sample i gets class i mod K) and report the share the classifier
+  assigns to the requested class; guidance applies to velocity runs (MeanFlow folds it into training).
+
+Samples are clamped to [-1, 1], like every image sample straightflow writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from straightflow.data.images import is_image_spec
+from straightflow.metrics import images as im
+from straightflow.runs import Run, sample_run
+
+__all__ = ["ImageEvalRow", "ImageEvalReport", "is_image_run", "balanced_labels", "sample_images",
+           "evaluate_images", "format_image_table", "clamp_images", "write_sample_grid", "write_image_grid"]
+
+
+@dataclass
+class ImageEvalRow:
+    solver: str
+    steps: int
+    nfe: float  # network evaluations per sample (dopri5: mean over sampling batches)
+    feature_fid: float
+    precision: float
+    recall: float
+    class_accuracy: float | None  # conditional runs only
+    seconds: float
+    samples_per_s: float
+    true_fid: float | None = None
+
+
+@dataclass
+class ImageEvalReport:
+    run: str
+    data: str
+    n: int
+    n_reference: int
+    floor_fid: float  # held-out test images vs the reference, at n
+    floor_note: str  # "measured" or how it was extrapolated
+    feature_net_accuracy: float  # the classifier's accuracy on the test split
+    conditional: bool
+    guidance: float
+    rows: list[ImageEvalRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_image_run(run: Run) -> bool:
+    """Whether a run was trained on an image data set."""
+    return is_image_spec(run.config.data.data)
+
+
+def balanced_labels(n: int, num_classes: int) -> Tensor:
+    """(n,) long: 0, 1, ..., K-1, 0, 1, ... (each class n / K times, up to one)."""
+    return torch.arange(n) % num_classes
+
+
+def sample_images(
+    run: Run, n: int, solver: str = "euler", steps: int = 8, seed: int = 0, labels: Tensor | None = None,
+    guidance: float = 1.0, batch: int = 500, rtol: float = 1e-5, atol: float = 1e-5,
+) -> tuple[Tensor, float]:
+    """(samples (n, C, H, W) in [-1, 1] on the CPU, mean NFE): x0 drawn for all n from `seed`, solved in
+    batches of `batch` (labels (n,) long, or None)."""
+    _, source = run.data_and_source()
+    x0 = source.sample(n, torch.Generator().manual_seed(seed))
+    out, nfes = [], []
+    for start in range(0, n, batch):
+        chunk = slice(start, min(n, start + batch))
+        label = None if labels is None else labels[chunk].to(run.device)
+        sol = sample_run(run, chunk.stop - chunk.start, solver=solver, steps=steps, label=label, guidance=guidance,
+                         x0=x0[chunk], rtol=rtol, atol=atol)
+        out.append(sol.x.cpu().clamp(-1, 1))
+        nfes.append(sol.nfe)
+    return torch.cat(out), sum(nfes) / len(nfes)
+
+
+def held_out_floor(test_feats: Tensor, ref_stats, n: int, g: torch.Generator) -> tuple[float, str]:
+    """(feature-FID of min(n, M) random test images vs the reference, "measured, n=..."), M = test size.
+
+    With M < n (digits: 359 test images) the floor is measured at M and sits above what n fresh images would
+    score; it is not extrapolated (subsets of one finite test set do not follow FID's a + b/n law)."""
+    m = min(n, test_feats.shape[0])
+    picked = test_feats[torch.randperm(test_feats.shape[0], generator=g)[:m]]
+    return im.frechet_distance(*im.feature_stats(picked), *ref_stats), f"measured, n={m}"
+
+
+def evaluate_images(
+    run: Run, specs: list[tuple[str, int]], n: int = 1000, seed: int = 0, guidance: float = 1.0,
+    max_reference: int = 10000, k: int = 3, batch: int = 500, cache=None, with_true_fid: bool = False,
+    progress: bool = False,
+) -> ImageEvalReport:
+    """One row per (solver, steps) spec (MeanFlow: steps = jumps); see the module doc for the protocol."""
+    data, _ = run.data_and_source()
+    net = im.feature_network(data, cache, progress=progress)
+    g = torch.Generator().manual_seed(seed + 12345)
+    ref_index = torch.randperm(data.train.shape[0], generator=g)[:max_reference]
+    reference = data.to_pixels(data.train[ref_index])
+    ref_feats = im.extract(net, reference)[0]
+    ref_stats = im.feature_stats(ref_feats)
+    test_feats = im.extract(net, data.to_pixels(data.test))[0]
+    floor, floor_note = held_out_floor(test_feats, ref_stats, n, g)
+    conditional = run.num_classes > 0
+    labels = balanced_labels(n, run.num_classes) if conditional else None
+    report = ImageEvalReport(str(run.path), data.name, n, len(ref_index), floor, floor_note, net.test_accuracy,
+                             conditional, guidance)
+    for solver, steps in specs:
+        start = time.perf_counter()
+        x, nfe = sample_images(run, n, solver, steps, seed, labels, 1.0 if run.average_velocity else guidance, batch)
+        seconds = time.perf_counter() - start
+        feats, logits = im.extract(net, x)
+        fid = im.frechet_distance(*im.feature_stats(feats), *ref_stats)
+        precision, recall = im.precision_recall(ref_feats[:n], feats, k)
+        acc = float((logits.argmax(1) == labels).double().mean()) if conditional else None
+        true = im.true_fid(x, reference) if with_true_fid else None
+        report.rows.append(ImageEvalRow(solver, steps, nfe, fid, precision, recall, acc, seconds, n / seconds, true))
+    return report
+
+
+def format_image_table(report: ImageEvalReport) -> str:
+    """A fixed-width table: one line per row, the protocol in the header."""
+    head = (f"run {report.run}  data {report.data}  n={report.n}  reference {report.n_reference} train images  "
+            f"floor (held-out, {report.floor_note}) feature-FID {report.floor_fid:.3f}  "
+            f"feature-net test accuracy {report.feature_net_accuracy:.3f}"
+            + (f"  guidance {report.guidance:g}" if report.conditional else ""))
+    cols = f"{'solver':<10}{'steps':>6}{'NFE':>7}{'feat-FID':>10}{'prec':>7}{'recall':>8}{'class-acc':>10}{'sec':>8}" \
+           f"{'samp/s':>9}"
+    has_true = any(r.true_fid is not None for r in report.rows)
+    lines = [head, cols + (f"{'FID':>9}" if has_true else "")]
+    for r in report.rows:
+        acc = f"{r.class_accuracy:>10.3f}" if r.class_accuracy is not None else f"{'-':>10}"
+        line = (f"{r.solver:<10}{r.steps:>6}{r.nfe:>7.1f}{r.feature_fid:>10.3f}{r.precision:>7.3f}{r.recall:>8.3f}"
+                f"{acc}{r.seconds:>8.2f}{r.samples_per_s:>9.1f}")
+        lines.append(line + (f"{r.true_fid:>9.2f}" if r.true_fid is not None else ""))
+    return "\n".join(lines)
+
+
+def clamp_images(sol):
+    """The solution with its samples x clamped to [-1, 1] (the pixel range)."""
+    return dataclasses.replace(sol, x=sol.x.clamp(-1, 1))
+
+
+def write_sample_grid(x: Tensor, path: str | Path, title: str = "", label: int | None = None) -> Path:
+    """A grid PNG of up to 100 images x (N, C, H, W), 10 per row."""
+    from straightflow.plots.images import plot_image_grid
+
+    x = x[:100]
+    nrow = min(10, x.shape[0])
+    return plot_image_grid(x, path, nrow=nrow, title=title + (f", class {label}" if label is not None else ""))
+
+
+def default_sampler(run: Run) -> tuple[str, int]:
+    """(solver, steps) for pictures: one average-velocity jump for MeanFlow, dopri5 for velocity fields."""
+    return ("meanflow", 1) if run.average_velocity else ("dopri5", 1)
+
+
+def write_image_grid(
+    run: Run, path: str | Path, solver: str | None = None, steps: int | None = None, per_class: int = 10,
+    n: int = 100, seed: int = 0, guidance: float = 1.0, title: str | None = None,
+) -> Path:
+    """Sample a grid PNG: conditional runs get one row per class (`per_class` columns, rows named by class),
+    unconditional runs n images in rows of 10. Default sampler: :func:`default_sampler`."""
+    from straightflow.plots.images import plot_image_grid
+
+    if solver is None:
+        solver, steps = default_sampler(run)
+    steps = 1 if steps is None else steps
+    if run.num_classes > 0:
+        labels = torch.arange(run.num_classes).repeat_interleave(per_class)
+        x, nfe = sample_images(run, len(labels), solver, steps, seed, labels, guidance)
+        data, _ = run.data_and_source()
+        names = list(getattr(data, "class_names", [])) or [str(k) for k in range(run.num_classes)]
+        nrow, rows = per_class, names
+    else:
+        x, nfe = sample_images(run, n, solver, steps, seed)
+        nrow, rows = min(10, n), None
+    head = title if title is not None else f"{run.config.method.name} on {run.config.data.data}: {solver}, NFE {nfe:g}"
+    return plot_image_grid(x, path, nrow=nrow, title=head, row_labels=rows)
