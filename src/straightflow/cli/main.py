@@ -20,6 +20,11 @@ examples:
   straightflow sample runs/moons-fm --n 4000 --solver euler --steps 8 --out s.npy
   straightflow eval runs/moons-fm --solver euler --steps 1,2,4,8 --solver dopri5
   straightflow data checkerboard --n 10000 --out x.npy
+  straightflow reflow runs/moons-fm --pairs 50000 --out runs/moons-2rf  # rectified flow (1-RF -> 2-RF)
+  straightflow distill runs/moons-2rf --out runs/moons-2rf-d             # one-step generation
+  straightflow likelihood runs/moons-fm --data moons --out nll.json       # NLL by the change of variables
+  straightflow demo digits                             # class-conditional images on 8x8 digits
+  torchrun --standalone --nproc-per-node 2 -m straightflow train ...   # data-parallel training
 """
 
 
