@@ -3,11 +3,12 @@
     python benchmarks/digits.py                          # 15 CPU minutes of training per model (the issue's budget)
     python benchmarks/digits.py --budget-minutes 4       # a quicker run (docs/images.md reports one)
 
-Every model has the same U-Net and the same wall-clock training budget: a short calibration measures
-steps/s, the run is then given that many steps (its cosine schedule ends on time) and stopped at the budget
-if the machine slows down. Rectified flow, when straightflow.methods.rectified is present: 2-RF is trained
-on pairs from the flow-matching run's ODE, then distilled to one Euler step on pairs from the 2-RF, each with
-the same budget (pair generation is timed separately).
+Every model has the same U-Net and the same wall-clock training budget: it trains (constant learning rate
+after warm-up, EMA weights for sampling) until the budget is spent, so a slower step (MeanFlow's JVP) means
+fewer steps. Rectified flow, when straightflow.methods.rectified is present: 2-RF is trained on pairs from
+the flow-matching run's ODE, then distilled to one Euler step on pairs from the 2-RF, each for as many steps
+as flow matching made in its budget (same backbone and step), started from its parent's weights; pair
+generation is timed apart.
 
 Prints, per method and sampler: NFE, feature-FID (the project's digit classifier's features, NOT Inception
 FID; see docs/images.md), precision, recall (k = 3), class accuracy, training steps and steps/s, samples/s.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -48,35 +48,19 @@ def _overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def calibrate(overrides: dict, seconds: float = 20.0) -> float:
-    """Training steps per second of this configuration, measured on a throwaway run after a warm-up."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = apply_overrides(RunConfig(), {**overrides, "train.steps": 10**6, "train.ckpt_every": 10**9,
-                                            "train.log_every": 10**9})
-        trainer = Trainer(cfg, Path(tmp) / "run", progress=False)
-        trainer.fit(max_steps=5)
-        start, done = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            trainer.fit(max_steps=10)
-            done += 10
-        return done / (time.perf_counter() - start)
-
-
-def train_for(overrides: dict, out: Path, budget_s: float, rate: float) -> dict:
-    """Train with steps = rate * budget; stop early (and save) if the budget runs out first."""
+def train_for(overrides: dict, out: Path, budget_s: float) -> dict:
+    """Train until the wall-clock budget is spent (constant lr after warm-up, EMA weights for sampling)."""
     if out.exists():
         shutil.rmtree(out)
-    steps = max(50, int(rate * budget_s))
-    cfg = apply_overrides(RunConfig(), {**overrides, "train.steps": steps, "train.ckpt_every": steps})
+    cfg = apply_overrides(RunConfig(), {**overrides, "optim.lr_schedule": "constant", "train.steps": 10**9,
+                                        "train.ckpt_every": 10**9})
     trainer = Trainer(cfg, out, progress=False)
     start = time.perf_counter()
-    while trainer.step < steps and time.perf_counter() - start < budget_s * 1.1:
-        trainer.fit(max_steps=50)
+    while time.perf_counter() - start < budget_s:
+        trainer.fit(max_steps=25)
     seconds = time.perf_counter() - start
-    if trainer.step < steps:
-        trainer.save()
-    return {"steps": trainer.step, "planned_steps": steps, "train_seconds": seconds,
-            "steps_per_s": trainer.step / seconds}
+    trainer.save()
+    return {"steps": trainer.step, "train_seconds": seconds, "steps_per_s": trainer.step / seconds}
 
 
 def evaluate(name: str, run_dir: Path, specs, n: int, train: dict, out: Path, rows: list, guidance: float = 1.0):
@@ -134,10 +118,9 @@ def main() -> None:
         if name not in wanted and not (name == "fm" and "rf" in wanted):
             continue
         overrides = {**common, **METHODS[name], **{k: v for k, v in user.items() if k in METHODS[name]}}
-        rates[name] = calibrate(overrides)
-        print(f"[digits] {name}: {rates[name]:.2f} steps/s in calibration; training for {args.budget_minutes} min",
-              flush=True)
-        train = train_for(overrides, out / name, budget, rates[name])
+        print(f"[digits] {name}: training for {args.budget_minutes} min", flush=True)
+        train = train_for(overrides, out / name, budget)
+        rates[name] = train["steps_per_s"]
         report = evaluate(name, out / name, SPECS[name], args.n, train, out, rows)
         if name == "fm" and args.fm_guidance != 1.0:  # classifier-free guidance, one batched 2B pass per step
             evaluate(f"fm cfg {args.fm_guidance:g}", out / name, [("dopri5", 1)], args.n, train, out, rows,
@@ -164,7 +147,7 @@ def rectified(out: Path, budget: float, rate: float, n_pairs: int, n: int) -> li
     """2-RF from the fm run, then its 1-step distillation; [] (with a note) if rectified flow is absent.
 
     Each stage: n_pairs pairs by dopri5 from its parent (timed apart), then rate * budget training steps
-    started from the parent's weights (rate: the fm run's calibrated steps/s, the same backbone)."""
+    started from the parent's weights (rate: the fm run's steps/s over its budget, the same backbone)."""
     try:
         from straightflow.methods.rectified import distill, reflow, reflow_pairs_from_run
     except ImportError:
@@ -189,8 +172,7 @@ def rectified(out: Path, budget: float, rate: float, n_pairs: int, n: int) -> li
         seconds = time.perf_counter() - start
         print(f"[digits] {name}: {n_pairs} pairs in {pair_seconds:.0f} s, {steps} training steps in {seconds:.0f} s",
               flush=True)
-        train = {"steps": steps, "planned_steps": steps, "train_seconds": seconds, "steps_per_s": steps / seconds,
-                 "pair_seconds": pair_seconds}
+        train = {"steps": steps, "train_seconds": seconds, "steps_per_s": steps / seconds, "pair_seconds": pair_seconds}
         evaluate(name, run_dir, specs, n, train, out, rows)
     return rows
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from straightflow.methods.guidance import guided_velocity
 from straightflow.methods.mode_guidance import mode_guidance_field, mode_guided_jumps
-from straightflow.solvers.divergence import EXACT_MAX_DIM, jacobian
+from straightflow.solvers.divergence import EXACT_MAX_DIM, jacobian, resolve_estimator
 from straightflow.solvers.integrate import ODESolution, check_grid, odeint, time_grid
 from straightflow.solvers.likelihood import (
     LikelihoodResult,
@@ -40,6 +40,7 @@ from straightflow.solvers.likelihood import (
     log_likelihood,
     sample_with_log_prob,
 )
+from straightflow.training.distributed import all_gather_objects, world_info
 from straightflow.types import AverageVelocityField, VelocityField, broadcast_time
 
 __all__ = [
@@ -131,21 +132,31 @@ def run_log_likelihood(
         raise ValueError(f"data of shape {tuple(x.shape)} does not match the run's dimension {run.dim}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if x.shape[0] == 0:
+        raise ValueError("no points to evaluate")
     log_p0 = source_log_prob(run)
-    generator = torch.Generator().manual_seed((seed + PROBE_SEED_OFFSET) % 2**32)
-    out, nfes, result = [], [], None
-    for start in range(0, x.shape[0], batch_size):
+    # Batch b draws its probes from a stream seeded by (seed, b), and under torchrun rank r takes the batches
+    # with b % world_size == r: the merged result equals a single-process evaluation.
+    ranks = world_info()
+    mine: dict[int, tuple[Tensor, int]] = {}
+    result: LikelihoodResult | None = None
+    for b, start in enumerate(range(0, x.shape[0], batch_size)):
+        if b % ranks.world_size != ranks.rank:
+            continue
+        generator = torch.Generator().manual_seed((seed + PROBE_SEED_OFFSET + 7919 * b) % 2**32)
         xb = x[start:start + batch_size].to(run.device)
         lb = label[start:start + batch_size].to(run.device) if label is not None else None
-        result: LikelihoodResult = log_likelihood(
+        result = log_likelihood(
             run_velocity(run, lb), xb, log_p0, solver=solver, steps=steps, rtol=rtol, atol=atol,
             estimator=estimator, probes_k=probes_k, probe_kind=probe_kind, generator=generator,
         )
-        out.append(result.log_prob.cpu())
-        nfes.append(result.nfe)
-    if result is None:
-        raise ValueError("no points to evaluate")
-    return RunLikelihood(torch.cat(out), nfes, result.estimator, result.probes)
+        mine[b] = (result.log_prob.cpu(), result.nfe)
+    merged: dict[int, tuple[Tensor, int]] = {}
+    for part in all_gather_objects(mine):
+        merged.update(part)
+    ordered = [merged[b] for b in sorted(merged)]
+    est = resolve_estimator(estimator, run.dim)
+    return RunLikelihood(torch.cat([lp for lp, _ in ordered]), [nfe for _, nfe in ordered], est, probes_k)
 
 
 def jumps_with_log_prob(

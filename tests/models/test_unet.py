@@ -9,6 +9,7 @@ from _image_models import (
     perturb,
 )
 
+from straightflow.methods.mean_flow import average_velocity_jvp
 from straightflow.models.unet import UNet, parse_int_tuple
 
 
@@ -45,3 +46,21 @@ def test_bad_settings_are_one_line_errors():
     assert parse_int_tuple("[1, 2,2]", "m") == (1, 2, 2) and parse_int_tuple("", "m") == ()
     with pytest.raises(ValueError, match="model.channel_mult takes"):
         parse_int_tuple("1,x", "model.channel_mult")
+
+
+def test_jvp_modes_with_dropout_use_the_masks_of_the_forward():
+    model = tiny(attn=(), dropout=0.3).train()
+    x, v = torch.randn(3, 1, 8, 8, dtype=torch.float64), torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    s, t = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64), torch.tensor([0.6, 0.7, 0.8], dtype=torch.float64)
+
+    def seeded(x_, s_):
+        torch.manual_seed(7)
+        return model(x_, s_, t)
+
+    eps = 1e-6
+    fd = (seeded(x + eps * v, s + eps) - seeded(x - eps * v, s - eps)) / (2 * eps)
+    for mode in ("tangent", "func", "func_nograd"):
+        torch.manual_seed(7)
+        u, du = average_velocity_jvp(model, x, s, t, v, None, mode=mode)
+        torch.testing.assert_close(u, seeded(x, s), rtol=0, atol=0, msg=mode)
+        torch.testing.assert_close(du, fd, rtol=1e-6, atol=1e-6 * float(fd.abs().max()), msg=mode)

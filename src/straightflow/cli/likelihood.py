@@ -60,11 +60,15 @@ def run(args) -> int:
 
     from straightflow.density import bits_per_dim, dequantize, run_log_likelihood
     from straightflow.runs import load_run
+    from straightflow.training.distributed import init_distributed, world_info
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.probes < 1:
         raise ValueError(f"--probes must be >= 1, got {args.probes}")
+    from straightflow.training.device import pick_device
+
+    init_distributed(pick_device(args.device).type)  # under torchrun: points are split across ranks
     r = load_run(args.run, weights=args.weights, device=args.device)
     spec = args.data or r.config.data.data
     x, data = _load_points(spec, args.n, args.seed, r)
@@ -103,6 +107,8 @@ def run(args) -> int:
         line += f", {report['bits_per_dim']:.4f} bits/dim ({report['dequantization']})"
     if "data_nll" in report:
         line += f"; true density on the same points {report['data_nll']:.4f}"
+    if not world_info().is_main:  # under torchrun every rank holds the merged result; rank 0 reports it
+        return 0
     print(line + f"  [{res.estimator}, {args.solver}, NFE {report['nfe']:.0f}, {seconds:.1f} s]")
     out = Path(args.out) if args.out else Path(args.run) / "nll.json"
     out.parent.mkdir(parents=True, exist_ok=True)

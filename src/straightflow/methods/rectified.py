@@ -36,6 +36,7 @@ from straightflow.data.pairs import MANIFEST, load_pairs, read_shard, save_shard
 from straightflow.metrics.flows import crossing_rate, transport_cost
 from straightflow.solvers.integrate import SOLVERS, odeint
 from straightflow.training.config import RunConfig, apply_overrides, config_from_dict
+from straightflow.training.distributed import barrier, world_info
 
 __all__ = [
     "ConditionalVelocity", "LabelSampler", "generate_reflow_pairs", "load_pairs", "run_velocity",
@@ -143,21 +144,22 @@ def generate_reflow_pairs(
     folder.mkdir(parents=True, exist_ok=True)
     _clean_temporaries(folder)
     device = torch.device(device)
-    shape: tuple[int, ...] = ()
-    for i in range(total):
+    # Under torchrun each rank solves the shards i with i % world_size == rank; shards are pure functions of
+    # (seed, i), so the merged folder equals a single-process generation, without duplicates or gaps.
+    ranks = world_info()
+    for i in range(ranks.rank, total, ranks.world_size):
         m = min(shard_size, n - i * shard_size)
         path = shard_path(folder, i)
         if path.is_file():
             try:
-                tensors, meta = read_shard(folder, i)
+                _, meta = read_shard(folder, i)
             except ValueError:
-                tensors, meta = None, None  # damaged: its content is a pure function of (seed, i), redo it
+                meta = None  # damaged: its content is a pure function of (seed, i), redo it
             if meta is not None:
                 bad = _mismatch(meta, {**settings, "rows": m})
                 if bad:
                     raise ValueError(f"{path} was made with other settings ({'; '.join(bad)}); "
                                      "choose another folder or delete it")
-                shape = tuple(tensors["x0"].shape[1:])
                 if progress:
                     progress(i + 1, total)
                 continue
@@ -166,13 +168,16 @@ def generate_reflow_pairs(
         label = label_sampler(m, g).long() if label_sampler is not None else None
         x1 = _solve_shard(velocity, x0, label, settings, device)
         save_shard(folder, i, x0, x1, label, settings)
-        shape = tuple(x0.shape[1:])
         if progress:
             progress(i + 1, total)
-    manifest = {"n": n, "shards": total, "shape": list(shape), **settings, **(info or {})}
-    tmp = manifest_path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, manifest_path)
+    barrier()  # every shard is on disk before the manifest says the set is complete
+    if ranks.is_main:
+        shape = tuple(read_shard(folder, 0)[0]["x0"].shape[1:])
+        manifest = {"n": n, "shards": total, "shape": list(shape), **settings, **(info or {})}
+        tmp = manifest_path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, manifest_path)
+    barrier()
     return folder
 
 

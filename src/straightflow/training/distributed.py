@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistInfo", "init_distributed", "world_info", "all_reduce_mean", "all_reduce_min", "all_gather_cat", "barrier",
-    "shard_range",
+    "DistInfo", "init_distributed", "world_info", "all_reduce_mean", "all_reduce_min", "all_gather_cat",
+    "all_gather_objects", "barrier", "shard_range",
 ]
 
 
@@ -88,6 +88,16 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(info.world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """[obj of rank 0, obj of rank 1, ...] (picklable objects of any size); [obj] on one process."""
+    info = world_info()
+    if not info.enabled:
+        return [obj]
+    out: list[object] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:
