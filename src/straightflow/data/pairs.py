@@ -154,7 +154,10 @@ class PairSource:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> CoupledBatch:
         """n rows (x0 (n, *D), x1 (n, *D), label (n,) or None), uniform with replacement."""
-        index = torch.randint(0, len(self), (n,), generator=generator)
+        return self.rows(torch.randint(0, len(self), (n,), generator=generator))
+
+    def rows(self, index: Tensor) -> CoupledBatch:
+        """The pairs at `index` (B,) (the trainer passes data.epochs.epoch_indices: each pair once per epoch)."""
         return CoupledBatch(self.x0[index], self.x1[index], None if self.label is None else self.label[index])
 
     def __repr__(self) -> str:

@@ -132,6 +132,15 @@ class FileSource(DataSource):
         index = torch.randint(0, self.train_rows.shape[0], (_check_count(n),), generator=generator)
         return self.train_rows[index]
 
+    @property
+    def num_rows(self) -> int:
+        """Training rows: the trainer walks them in epoch order (data.epochs.epoch_indices)."""
+        return int(self.train_rows.shape[0])
+
+    def rows(self, index: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
+        """(training rows at `index` (B,), no labels)."""
+        return self.train_rows[index], None
+
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         generator = torch.Generator().manual_seed(int(seed))
         n_held = self.heldout_rows.shape[0]

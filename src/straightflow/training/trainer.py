@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from straightflow import __version__
+from straightflow.data.epochs import epoch_indices
 from straightflow.paths.coupling import CoupledBatch
 from straightflow.training.build import (
     build_coupling,
@@ -137,11 +138,18 @@ class Trainer:
         """
         g = _step_generator(self.cfg.train.seed, step, 0)
         b = self.cfg.train.batch_size
-        if self.pairs is not None:  # reflow / distillation: random rows of a fixed coupling, already paired
-            batch, (start, stop) = self.pairs.sample(b, g), shard_range(b, self.dist)
+        seed = self.cfg.train.seed
+        if self.pairs is not None:  # reflow / distillation: rows of a fixed coupling in epoch order
+            batch = self.pairs.rows(epoch_indices(step, b, len(self.pairs), seed))
+            start, stop = shard_range(b, self.dist)
             return CoupledBatch(batch.x0[start:stop], batch.x1[start:stop],
                                 None if batch.label is None else batch.label[start:stop])
-        x1, label = self.data.sample_labeled(b, g) if self.num_classes else (self.data.sample(b, g), None)
+        if hasattr(self.data, "rows"):  # a finite set: every row once per epoch, across all ranks
+            x1, label = self.data.rows(epoch_indices(step, b, self.data.num_rows, seed), g)
+        elif self.num_classes:
+            x1, label = self.data.sample_labeled(b, g)
+        else:
+            x1, label = self.data.sample(b, g), None
         x0 = self.source.sample(b, g)
         start, stop = shard_range(b, self.dist)
         if self.cfg.data.ot_scope == "global" or not self.dist.enabled:
