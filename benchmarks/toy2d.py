@@ -75,8 +75,14 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench/toy2d")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is robust: 2 threads spin-wait badly when another process shares the cores)")
+    p.add_argument("--ratio-only", action="store_true", help="only the side-by-side step-cost ratios")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ratio_only:
+        ot_ratio, sk_ratio = step_cost_ratio(args.sets.split(",")[0])
+        print(f"training step cost at batch 256, side by side ({args.threads} thread(s)): "
+              f"OT / independent = {ot_ratio:.2f}x, Sinkhorn / independent = {sk_ratio:.2f}x")
+        return
     out = Path(args.out)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch 256, "
           f"3x256 SiLU MLP, n={args.n}")
