@@ -13,7 +13,8 @@ from pathlib import Path
 DEMO_RUNS = {
     # name: (config overrides, eval specs)
     "fm": ({"method.name": "fm", "train.steps": 4000}, [("euler", 1), ("euler", 4), ("euler", 16), ("dopri5", 1)]),
-    "meanflow": ({"method.name": "meanflow", "train.steps": 8000}, [("meanflow", 1), ("meanflow", 2)]),
+    "meanflow": ({"method.name": "meanflow", "data.coupling": "ot", "train.steps": 8000},
+                 [("meanflow", 1), ("meanflow", 2)]),
 }
 
 
