@@ -56,6 +56,7 @@ def test_data_command_exports_samples(tmp_path):
         (["train", "--method", "ddpm", "--out", "X"], "unknown method 'ddpm'"),
         (["train", "--coupling", "best", "--out", "X"], "unknown coupling 'best'"),
         (["train", "--set", "train.stepz=3", "--out", "X"], "unknown config key"),
+        (["train", "--device", "cuda", "--out", "X"], "no CUDA GPU"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_value(argv, message, tmp_path, capsys, monkeypatch):

@@ -246,14 +246,18 @@ def jvp_func(u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Ten
 
 
 def jvp_func_nograd(
-    u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor
+    u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor,
+    tangent_u_fn: AverageVelocityField | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The tangent by ``torch.func.jvp`` under no_grad, then a separate forward with gradients.
 
     Both passes start from the same RNG state (forked and restored), so they see the same dropout masks.
+    `tangent_u_fn` (default u_fn) is what the tangent pass differentiates: the bare network under DDP, whose
+    forward mutates buffers in a way torch.func refuses; the gradient pass still goes through `u_fn`.
     """
+    tangent_u_fn = tangent_u_fn or u_fn
     with _same_rng(x.device), torch.no_grad():
-        _, du = torch.func.jvp(lambda x_, s_: u_fn(x_, s_, t), (x, s), (v, torch.ones_like(s)))
+        _, du = torch.func.jvp(lambda x_, s_: tangent_u_fn(x_, s_, t), (x, s), (v, torch.ones_like(s)))
     return u_fn(x, s, t), du.detach()
 
 
@@ -294,10 +298,14 @@ def average_velocity_jvp(
     if mode == "tangent":
         return jvp_tangent(model, x, s, t, v, label)
     u_fn = _as_u_fn(model, label)
+    wrapped = _inner_module(model) is not model
     if mode == "func":
+        if wrapped and hasattr(model, "require_backward_grad_sync"):
+            raise ValueError("method.jvp='func' cannot run through DistributedDataParallel (torch.func rejects its "
+                             "forward); use 'tangent' or 'func_nograd'")
         return jvp_func(u_fn, x, s, t, v)
     if mode == "func_nograd":
-        return jvp_func_nograd(u_fn, x, s, t, v)
+        return jvp_func_nograd(u_fn, x, s, t, v, _as_u_fn(_inner_module(model), label) if wrapped else None)
     return jvp_finite_difference(u_fn, x, s, t, v, fd_eps)
 
 

@@ -115,6 +115,8 @@ class Trainer:
             self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
         )
         self.step = 0
+        if self.device.type == "cuda" and len(getattr(self.data, "shape", ())) == 3:  # (C, H, W) images
+            self.model.to(memory_format=torch.channels_last)  # convolutions run faster in NHWC on GPUs
         self.forward_model = self.model
         if self.dist.enabled:  # DDP's forward hooks all-reduce the gradients: always call through it
             from torch.nn.parallel import DistributedDataParallel
