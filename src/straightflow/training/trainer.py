@@ -91,8 +91,14 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        if cfg.train.num_threads > 0:
-            torch.set_num_threads(cfg.train.num_threads)
+        self.data, self.source = build_data(cfg)
+        threads = cfg.train.num_threads
+        if threads == 0 and len(getattr(self.data, "shape", ())) <= 1:
+            # A small MLP gains little from a second thread, and OpenMP threads that spin-wait collapse (100x
+            # slower, measured) when another process shares the cores.
+            threads = 1
+        if threads > 0:
+            torch.set_num_threads(threads)
         self.device = pick_device(cfg.train.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -102,7 +108,6 @@ class Trainer:
                              f"{self.dist.world_size}; choose a multiple of it")
         if cfg.data.ot_scope not in ("global", "rank"):
             raise ValueError(f"unknown data.ot_scope {cfg.data.ot_scope!r}; choose from: global, rank")
-        self.data, self.source = build_data(cfg)
         self.num_classes = num_classes_of(self.data)
         self.coupling = build_coupling(cfg)
         self.pairs = build_pairs(cfg, self.data, self.num_classes)  # None unless data.pairs (reflow, distill)
