@@ -120,6 +120,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     budget = 60.0 * args.budget_minutes
     user = _overrides(args.set)
+    if args.threads:
+        user.setdefault("train.num_threads", args.threads)
     common = {**COMMON, **user}
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     rows: list[dict] = []

@@ -40,11 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shutdown_process_group() -> None:
+    """Leave a torchrun process group cleanly: a gloo group torn down at interpreter exit can abort a rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.handler(args) or 0
+        _shutdown_process_group()
     except ValueError as e:  # bad input: one line, no traceback
         print(f"straightflow {args.command}: error: {e}", file=sys.stderr)
         code = 2
