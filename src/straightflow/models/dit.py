@@ -7,7 +7,10 @@
         h = h + gate_2 * MLP(LN(h) * (1 + scale_2) + shift_2)
     out = unpatchify(Linear(LN(h) * (1 + scale) + shift))  (zero-initialised: the network starts as v = 0)
 
-pos is the fixed 2-D sin-cos embedding. Attention is plain softmax math, so torch.func.jvp runs through it.
+pos is the fixed 2-D sin-cos embedding. Every block computes its value and, when given one, its tangent (the
+rules of :mod:`straightflow.models.tangent`), so `model(x, s, t, tangent=(dx, ds, dt))` returns
+(u, J_u . (dx, ds, dt)) in one pass for MeanFlow; attention is plain softmax math, so torch.func.jvp runs through
+it too.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from straightflow.models.conditioning import TimeLabelEmbedding, attention, jvp_forward_with_tangent
+from straightflow.models import tangent as tg
+from straightflow.models.conditioning import TimeLabelEmbedding
 
 __all__ = ["DiT", "sincos_2d"]
 
@@ -37,8 +40,14 @@ def sincos_2d(rows: int, cols: int, dim: int) -> Tensor:
     return torch.cat([embed(r.flatten()), embed(c.flatten())], dim=1).float()
 
 
-def _modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return h * (1 + scale[:, None]) + shift[:, None]
+def _tokens(z: Tensor | None) -> Tensor | None:
+    """(B, W) -> (B, 1, W): a per-example modulation broadcast over the tokens."""
+    return None if z is None else z[:, None]
+
+
+def _chunks(z: Tensor | None, n: int) -> tuple:
+    """(B, n W) -> n tensors (B, 1, W), or n Nones."""
+    return (None,) * n if z is None else _tokens(z).chunk(n, dim=-1)
 
 
 class DiTBlock(nn.Module):
@@ -56,14 +65,39 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+    def forward(self, h: Tensor, c: Tensor, dh: Tensor | None = None, dc: Tensor | None = None) -> tg.Dual:
+        """(h, dh) for tokens h: (B, N, W), conditioning c: (B, W) and their tangents (or None)."""
         b, n, w = h.shape
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=1)
-        qkv = self.qkv(_modulate(self.norm1(h), sh1, sc1)).reshape(b, n, 3, self.heads, w // self.heads)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
-        a = attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(b, n, w)
-        h = h + g1[:, None] * self.drop(self.proj(a))
-        return h + g2[:, None] * self.mlp(_modulate(self.norm2(h), sh2, sc2))
+        ada, dada = tg.linear(self.ada, *tg.silu(c, dc))
+        sh1, sc1, g1, sh2, sc2, g2 = _chunks(ada, 6)
+        dsh1, dsc1, dg1, dsh2, dsc2, dg2 = _chunks(dada, 6)
+
+        def heads(z: Tensor) -> Tensor:  # (B, N, 3W) -> (B, 3, heads, N, d)
+            return z.reshape(b, n, 3, self.heads, w // self.heads).permute(0, 2, 3, 1, 4)
+
+        def merge(z: Tensor) -> Tensor:  # (B, heads, N, d) -> (B, N, W)
+            return z.transpose(1, 2).reshape(b, n, w)
+
+        a, da = tg.modulate(*tg.layer_norm(self.norm1, h, dh), sc1, dsc1, sh1, dsh1)
+        qkv, dqkv = tg.apply_linear_map(heads, *tg.linear(self.qkv, a, da))
+        dq, dk, dv = (None, None, None) if dqkv is None else dqkv.unbind(1)
+        a, da = tg.attention(*qkv.unbind(1), dq, dk, dv)
+        a, da = tg.dropout(self.drop, *tg.linear(self.proj, *tg.apply_linear_map(merge, a, da)))
+        h, dh = _gated_residual(h, dh, g1, dg1, a, da)
+        m, dm = tg.modulate(*tg.layer_norm(self.norm2, h, dh), sc2, dsc2, sh2, dsh2)
+        fc1, act, drop, fc2 = self.mlp
+        m, dm = tg.linear(fc2, *tg.dropout(drop, *tg.gelu_tanh(*tg.linear(fc1, m, dm))))
+        return _gated_residual(h, dh, g2, dg2, m, dm)
+
+
+def _gated_residual(h: Tensor, dh: Tensor | None, g: Tensor, dg: Tensor | None, a: Tensor,
+                    da: Tensor | None) -> tg.Dual:
+    """(h + g a, dh + dg a + g da)."""
+    out = h + g * a
+    if dh is None:
+        return out, None
+    with torch.no_grad():
+        return out, dh + dg * a + g * da
 
 
 class DiT(nn.Module):
@@ -117,21 +151,24 @@ class DiT(nn.Module):
         tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ):
         """(B, C, H, W) -> (B, C, H, W); with tangent = (dx, dtime, dend_time), (out, J . tangent)."""
-        if tangent is not None:
-            return self.forward_with_tangent(x, time, end_time, label, *tangent)
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"DiT expects x of shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        c = self.embed(time, end_time, label, x.shape[0])
-        h = self.patch(self.patchify(x)) + self.pos.to(x.dtype)
+        dx, dtime, dend_time = (None, None, None) if tangent is None else tangent
+        c, dc = self.embed.dual(time, end_time, label, x.shape[0], dtime, dend_time)
+        h, dh = tg.linear(self.patch, *tg.apply_linear_map(self.patchify, x, dx))
+        h = h + self.pos.to(x.dtype)
         for block in self.blocks:
-            h = block(h, c)
-        shift, scale = self.ada(F.silu(c)).chunk(2, dim=1)
-        return self.unpatchify(self.head(_modulate(self.norm(h), shift, scale)))
+            h, dh = block(h, c, dh, dc)
+        ada, dada = tg.linear(self.ada, *tg.silu(c, dc))
+        shift, scale = _chunks(ada, 2)
+        dshift, dscale = _chunks(dada, 2)
+        out, dout = tg.linear(self.head, *tg.modulate(*tg.layer_norm(self.norm, h, dh), scale, dscale, shift, dshift))
+        out, dout = tg.apply_linear_map(self.unpatchify, out, dout)
+        return out if tangent is None else (out, dout)
 
     def forward_with_tangent(
         self, x: Tensor, time: Tensor, end_time: Tensor | None, label: Tensor | None, dx: Tensor, dtime: Tensor,
         dend_time: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        """(f, J_f . (dx, dtime, dend_time)) via torch.func.jvp; the tangent comes back detached."""
-        return jvp_forward_with_tangent(self, x, time, end_time, label, dx, dtime, dend_time)
-
+        """(f, J_f . (dx, dtime, dend_time)) in one pass; the tangent carries no autograd history."""
+        return self(x, time, end_time, label, tangent=(dx, dtime, dend_time))

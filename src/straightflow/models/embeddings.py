@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FourierTime", "LabelEmbedding", "time_inputs", "TIME_INPUTS"]
+__all__ = ["FourierTime", "LabelEmbedding", "time_inputs", "time_features", "TIME_INPUTS"]
 
 # How a two-time model sees its pair (s, t): the point x lives at s, the jump ends at t.
 TIME_INPUTS = ("s,t-s", "s,t", "t,t-s")
@@ -60,6 +60,31 @@ def time_inputs(s: Tensor, t: Tensor, kind: str) -> tuple[Tensor, Tensor]:
     if kind == "t,t-s":
         return t, t - s
     raise ValueError(f"unknown time_inputs {kind!r}; choose from: {', '.join(TIME_INPUTS)}")
+
+
+def time_features(
+    fourier: FourierTime, n_times: int, kind: str, time: Tensor, end_time: Tensor | None,
+    dtime: Tensor | None = None, dend_time: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Features of a network's time input(s) and their tangent: ((B, n_times * 2K), same or None).
+
+    One-time networks see phi(time). Two-time networks see [phi(tau_1), phi(tau_2)] with (tau_1, tau_2) =
+    time_inputs(time, end_time, kind); a missing end_time is time itself (u(x, t, t) = v(x, t)), so it moves
+    with dtime, while a given end_time with a missing dend_time stays put (tangent 0).
+    """
+    if n_times == 1:
+        taus, dtaus = [time], [dtime]
+    else:
+        end = time if end_time is None else end_time
+        taus = list(time_inputs(time, end, kind))
+        dtaus = [None, None]
+        if dtime is not None:
+            dend = (dtime if end_time is None else torch.zeros_like(dtime)) if dend_time is None else dend_time
+            dtaus = list(time_inputs(dtime, dend, kind))
+    feats = torch.cat([fourier(tau) for tau in taus], dim=1)
+    if dtime is None:
+        return feats, None
+    return feats, torch.cat([fourier.with_tangent(tau, d)[1] for tau, d in zip(taus, dtaus, strict=True)], dim=1)
 
 
 class LabelEmbedding(nn.Module):

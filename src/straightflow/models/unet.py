@@ -9,8 +9,11 @@
     out: GroupNorm, SiLU, conv3x3 -> C (zero-initialised: the network starts as v = 0)
 
 ResBlock (ADM's scale-shift norm): h = conv(SiLU(GN(x))); h = GN(h) * (1 + scale(c)) + shift(c);
-out = skip(x) + conv(dropout(SiLU(h))), the last conv zero-initialised. Attention is plain softmax math
-(:func:`~straightflow.models.conditioning.attention`), so torch.func.jvp runs through the whole network.
+out = skip(x) + conv(dropout(SiLU(h))), the last conv zero-initialised.
+
+Every block computes its value and, when given one, its tangent (the rules of :mod:`straightflow.models.tangent`),
+so `model(x, s, t, tangent=(dx, ds, dt))` returns (u, J_u . (dx, ds, dt)) in one pass for MeanFlow; attention is
+plain softmax math, so torch.func.jvp runs through the network too.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from straightflow.models.conditioning import TimeLabelEmbedding, attention, jvp_forward_with_tangent
+from straightflow.models import tangent as tg
+from straightflow.models.conditioning import TimeLabelEmbedding
 
 __all__ = ["UNet", "parse_int_tuple"]
 
@@ -60,11 +63,17 @@ class ResBlock(nn.Module):
         self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb(F.silu(c))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(self.drop(F.silu(h)))
+    def forward(self, x: Tensor, c: Tensor, dx: Tensor | None = None, dc: Tensor | None = None) -> tg.Dual:
+        """(h, dh) for x: (B, c_in, H, W), c: (B, emb) and their tangents (or None)."""
+        h, dh = tg.conv2d(self.conv1, *tg.silu(*tg.group_norm(self.norm1, x, dx)))
+        ss, dss = tg.linear(self.emb, *tg.silu(c, dc))
+        scale, shift = ss[:, :, None, None].chunk(2, dim=1)
+        dscale, dshift = (None, None) if dss is None else dss[:, :, None, None].chunk(2, dim=1)
+        h, dh = tg.modulate(*tg.group_norm(self.norm2, h, dh), scale, dscale, shift, dshift)
+        h, dh = tg.conv2d(self.conv2, *tg.dropout(self.drop, *tg.silu(h, dh)))
+        if isinstance(self.skip, nn.Conv2d):
+            x, dx = tg.conv2d(self.skip, x, dx)
+        return x + h, None if dh is None else dx + dh
 
 
 class AttnBlock(nn.Module):
@@ -77,11 +86,30 @@ class AttnBlock(nn.Module):
         self.heads, self.norm = heads, _norm(ch)
         self.qkv, self.proj = nn.Conv2d(ch, 3 * ch, 1), _zero(nn.Conv2d(ch, ch, 1))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, dx: Tensor | None = None) -> tg.Dual:
         b, ch, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2)
-        out = attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])  # (B, heads, HW, d)
-        return x + self.proj(out.transpose(-1, -2).reshape(b, ch, h, w))
+
+        def heads(z: Tensor) -> Tensor:  # (B, 3C, H, W) -> (B, 3, heads, HW, d)
+            return z.reshape(b, 3, self.heads, ch // self.heads, h * w).transpose(-1, -2)
+
+        def merge(z: Tensor) -> Tensor:  # (B, heads, HW, d) -> (B, C, H, W)
+            return z.transpose(-1, -2).reshape(b, ch, h, w)
+
+        qkv, dqkv = tg.apply_linear_map(heads, *tg.conv2d(self.qkv, *tg.group_norm(self.norm, x, dx)))
+        dq, dk, dv = (None, None, None) if dqkv is None else dqkv.unbind(1)
+        out, dout = tg.attention(*qkv.unbind(1), dq, dk, dv)
+        out, dout = tg.conv2d(self.proj, *tg.apply_linear_map(merge, out, dout))
+        return x + out, None if dx is None else dx + dout
+
+
+class Upsample(nn.Sequential):
+    """Nearest x2, then conv3x3 (a Sequential, so that its weights keep the names older checkpoints use)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1))
+
+    def forward(self, x: Tensor, dx: Tensor | None = None) -> tg.Dual:
+        return tg.conv2d(self[1], *tg.upsample_nearest(x, dx))
 
 
 class UNet(nn.Module):
@@ -135,8 +163,7 @@ class UNet(nn.Module):
                 if side in attn:
                     self.up.append(AttnBlock(ch, heads))
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(ch, ch, 3, padding=1)))
+                self.up.append(Upsample(ch))
                 side *= 2
         self.out_norm, self.out = _norm(ch), _zero(nn.Conv2d(ch, c_img, 3, padding=1))
 
@@ -145,31 +172,35 @@ class UNet(nn.Module):
         tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ):
         """(B, C, H, W) -> (B, C, H, W); with tangent = (dx, dtime, dend_time), (out, J . tangent)."""
-        if tangent is not None:
-            return self.forward_with_tangent(x, time, end_time, label, *tangent)
         if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"UNet expects x of shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        c = self.embed(time, end_time, label, x.shape[0])
-        h = self.stem(x)
-        hs = [h]
+        dx, dtime, dend_time = (None, None, None) if tangent is None else tangent
+        c, dc = self.embed.dual(time, end_time, label, x.shape[0], dtime, dend_time)
+        h, dh = tg.conv2d(self.stem, x, dx)
+        skips = [(h, dh)]
         for block in self.down:
-            h = block(h, c) if isinstance(block, ResBlock) else block(h)
-            if not isinstance(block, AttnBlock):
-                hs.append(h)
+            if isinstance(block, ResBlock):
+                h, dh = block(h, c, dh, dc)
+            elif isinstance(block, AttnBlock):
+                h, dh = block(h, dh)
+                skips.pop()  # the attention output replaces its ResBlock's skip
             else:
-                hs[-1] = h
+                h, dh = tg.conv2d(block, h, dh)
+            skips.append((h, dh))
         for block in self.mid:
-            h = block(h, c) if isinstance(block, ResBlock) else block(h)
+            h, dh = block(h, c, dh, dc) if isinstance(block, ResBlock) else block(h, dh)
         for block in self.up:
             if isinstance(block, ResBlock):
-                h = block(torch.cat([h, hs.pop()], dim=1), c)
+                skip, dskip = skips.pop()
+                h, dh = block(torch.cat([h, skip], dim=1), c, None if dh is None else torch.cat([dh, dskip], dim=1), dc)
             else:
-                h = block(h)
-        return self.out(F.silu(self.out_norm(h)))
+                h, dh = block(h, dh)
+        out, dout = tg.conv2d(self.out, *tg.silu(*tg.group_norm(self.out_norm, h, dh)))
+        return out if tangent is None else (out, dout)
 
     def forward_with_tangent(
         self, x: Tensor, time: Tensor, end_time: Tensor | None, label: Tensor | None, dx: Tensor, dtime: Tensor,
         dend_time: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        """(f, J_f . (dx, dtime, dend_time)) via torch.func.jvp; the tangent comes back detached."""
-        return jvp_forward_with_tangent(self, x, time, end_time, label, dx, dtime, dend_time)
+        """(f, J_f . (dx, dtime, dend_time)) in one pass; the tangent carries no autograd history."""
+        return self(x, time, end_time, label, tangent=(dx, dtime, dend_time))
