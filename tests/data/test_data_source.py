@@ -140,3 +140,22 @@ def test_resolve_source_with_a_mismatched_dimension_is_a_value_error(tmp_path):
     np.save(path, np.ones((10, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="dimension 4"):
         resolve_source(str(path), 2)
+
+
+def test_sources_moved_to_a_device_draw_training_batches_there_and_keep_heldout_rows_on_the_cpu():
+    from straightflow.data.images import resolve_images
+    from straightflow.data.pairs import PairSource
+
+    meta = torch.device("meta")  # stands in for an accelerator: a device without data
+    digits = resolve_images("digits", conditional=True, dequantize=True).to(meta)
+    x, label = digits.sample_labeled(5, _gen(0))
+    assert x.device == label.device == meta and x.shape == (5, 1, 8, 8)
+    assert digits.heldout(3).device.type == "cpu"  # metrics read held-out rows on the CPU
+    rows = FileSource(_indexed_rows()).to(meta)
+    assert rows.sample(4).device == meta and rows.rows(torch.arange(3, device=meta))[0].device == meta
+    assert rows.heldout(2).device.type == "cpu"
+    pairs = PairSource(torch.randn(6, 2), torch.randn(6, 2), torch.arange(6)).to(meta)
+    batch = pairs.sample(4, _gen(0))
+    assert batch.x0.device == batch.x1.device == batch.label.device == meta
+    assert GaussianSource((1, 2, 2)).to(meta).sample(3, None).device.type == "cpu"  # follows its generator
+    assert not ToySource("moons").draws_on_any_device and GaussianSource(2).draws_on_any_device

@@ -29,3 +29,11 @@ def test_rank_slices_of_an_epoch_are_disjoint_and_cover_it():
             per_rank[r] += idx[a:b].tolist()
     assert set(per_rank[0]).isdisjoint(per_rank[1])
     assert sorted(per_rank[0] + per_rank[1]) == list(range(n))
+
+
+def test_a_batch_is_its_slice_of_the_concatenated_epoch_permutations():
+    n, batch = 7, 3  # batches straddle epoch boundaries
+    perms = torch.cat([epoch_indices(e, n, n, seed=5) for e in range(4)])  # batch = n: one whole epoch per step
+    for k in range(9):
+        assert torch.equal(epoch_indices(k, batch, n, seed=5), perms[k * batch:(k + 1) * batch]), k
+    assert torch.equal(epoch_indices(0, 3 * n, n, seed=5), perms[:3 * n])  # one batch spanning three epochs

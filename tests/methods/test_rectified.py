@@ -186,9 +186,10 @@ def test_load_pairs_names_missing_corrupt_and_mismatched_shards(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- reflow
+# On the CPU whatever the machine: batches and pairs are compared with CPU tensors below.
 TINY = {"data.data": "8gaussians", "model.arch": "mlp", "model.width": 48, "model.depth": 2,
         "train.batch_size": 256, "train.log_every": 100, "optim.warmup_steps": 20, "optim.lr": 3e-3,
-        "optim.lr_schedule": "constant", "data.prefetch": False}
+        "optim.lr_schedule": "constant", "data.prefetch": False, "train.device": "cpu"}
 PAIRS = {"solver": "euler", "steps": 24, "shard_size": 1000}
 
 
@@ -198,17 +199,17 @@ def lineage(tmp_path_factory):
     cfg = apply_overrides(RunConfig(), {**TINY, "train.steps": 600, "train.ckpt_every": 600})
     Trainer(cfg, root / "rf1", progress=False).fit()
     over = {"train.ckpt_every": 250, "train.log_every": 50}
-    reflow(root / "rf1", root / "rf2", 2000, train_steps=250, pair_options=PAIRS, overrides=over)
-    reflow(root / "rf2", root / "rf3", 2000, train_steps=250, pair_options=PAIRS, overrides=over)
+    reflow(root / "rf1", root / "rf2", 2000, train_steps=250, pair_options=PAIRS, overrides=over, device="cpu")
+    reflow(root / "rf2", root / "rf3", 2000, train_steps=250, pair_options=PAIRS, overrides=over, device="cpu")
     return root
 
 
 def test_reflow_never_raises_the_transport_cost_of_its_coupling(lineage):
-    data, source = load_run(lineage / "rf1").data_and_source()
+    data, source = load_run(lineage / "rf1", device="cpu").data_and_source()
     n = 1500
     costs = [coupling_report(*independent_coupling(data, source, n, seed=11)).transport_cost]
     for name in ("rf1", "rf2", "rf3"):
-        run = load_run(lineage / name)
+        run = load_run(lineage / name, device="cpu")
         sol = sample_run(run, n, solver="euler", steps=24, seed=11, return_trajectory=True)
         costs.append(coupling_report(sol.trajectory[0], sol.x).transport_cost)
     # independent -> 1-RF drops a lot; every further reflow may only lower it (2% tolerance for noise)
@@ -218,7 +219,7 @@ def test_reflow_never_raises_the_transport_cost_of_its_coupling(lineage):
 
 
 def test_a_reflowed_run_keeps_data_and_source_and_starts_from_its_parent(lineage):
-    parent, child = load_run(lineage / "rf1"), load_run(lineage / "rf2")
+    parent, child = load_run(lineage / "rf1", device="cpu"), load_run(lineage / "rf2", device="cpu")
     c = child.config
     assert (c.data.data, c.data.source, c.method.name) == ("8gaussians", "gaussian", "fm")
     assert c.data.pairs == str((lineage / "rf2" / "pairs").resolve())

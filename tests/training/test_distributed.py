@@ -1,4 +1,7 @@
-"""torchrun + DDP on the CPU (gloo, 2 processes): gradients, sharding and checkpoints match one process."""
+"""torchrun + DDP on the CPU (gloo, 2 processes): gradients, sharding and checkpoints match one process.
+
+Every run here is pinned to the CPU (train.device / --device cpu), so a visible GPU changes nothing.
+"""
 
 import os
 import subprocess
@@ -7,11 +10,13 @@ import sys
 import pytest
 import torch
 
+from straightflow.cli.main import main
 from straightflow.paths.coupling import CoupledBatch
+from straightflow.rng import step_generator
 from straightflow.training.checkpoint import load_checkpoint
 from straightflow.training.config import RunConfig, apply_overrides
 from straightflow.training.distributed import DistInfo, shard_range
-from straightflow.training.trainer import CHECKPOINT, Trainer, _step_generator, lr_at
+from straightflow.training.trainer import CHECKPOINT, METHOD_STREAM, Trainer, lr_at
 
 ARGS = {"model.width": "32", "model.depth": "2", "train.batch_size": "64", "train.log_every": "1",
         "train.device": "cpu", "optim.warmup_steps": "1", "data.data": "moons"}
@@ -35,7 +40,7 @@ def one_process_reference(cfg: RunConfig, tmp_path, world: int = 2) -> Trainer:
     for rank in range(world):
         a, b = shard_range(full.x1.shape[0], DistInfo(rank, world))
         part = CoupledBatch(full.x0[a:b], full.x1[a:b], None)
-        out = trainer.method.loss(trainer.model, part, _step_generator(cfg.train.seed, 0, 1, rank))
+        out = trainer.method.loss(trainer.model, part, step_generator(cfg.train.seed, 0, METHOD_STREAM, rank))
         losses.append(out.loss.mean())
     loss = torch.stack(losses).mean()
     for group in trainer.opt.param_groups:
@@ -70,7 +75,8 @@ def test_checkpoint_from_two_ranks_resumes_in_one(tmp_path):
 
 def test_world_size_must_divide_the_batch(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "straightflow",
-           "train", "--steps", "1", "--out", str(tmp_path / "x"), "--batch-size", "63", "--no-progress"]
+           "train", "--steps", "1", "--out", str(tmp_path / "x"), "--batch-size", "63", "--no-progress",
+           "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
     assert "batch size 63 is not divisible by the world size 2" in proc.stderr
@@ -96,13 +102,13 @@ def test_reflow_pairs_and_likelihoods_from_two_ranks_equal_one_rank(tmp_path):
     cfg = apply_overrides(RunConfig(), {**ARGS, "train.steps": 20})
     Trainer(cfg, tmp_path / "base", progress=False).fit()
     common = ["--solver", "euler", "--solver-steps", "4", "--shard-size", "16", "--steps", "1", "--no-progress",
-              "--no-plots", "--set", "train.batch_size=32"]
+              "--no-plots", "--set", "train.batch_size=32", "--device", "cpu"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "straightflow",
            "reflow", str(tmp_path / "base"), "--pairs", "72", "--out", str(tmp_path / "rf"), *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = load_run(tmp_path / "base")
+    run = load_run(tmp_path / "base", device="cpu")
     single = reflow_pairs_from_run(run, 72, tmp_path / "single", solver="euler", steps=4, shard_size=16)
     two, one = load_pairs(tmp_path / "rf" / "pairs"), load_pairs(single)
     assert two[0].shape[0] == 72
@@ -115,9 +121,30 @@ def test_reflow_pairs_and_likelihoods_from_two_ranks_equal_one_rank(tmp_path):
     np.save(data, torch.randn(50, 2).numpy())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "straightflow",
            "likelihood", str(tmp_path / "base"), "--data", str(data), "--solver", "rk4", "--steps", "8",
-           "--batch-size", "16", "--out", str(tmp_path / "nll.json")]
+           "--batch-size", "16", "--out", str(tmp_path / "nll.json"), "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = run_log_likelihood(run, torch.from_numpy(np.load(data)), batch_size=16, solver="rk4", steps=8)
     report = json.loads((tmp_path / "nll.json").read_text())
     assert report["nll"] == pytest.approx(float(-ref.log_prob.mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_more_processes_than_gpus_is_a_one_line_error_on_every_rank_before_joining(tmp_path, monkeypatch, capsys,
+                                                                                  local_rank):
+    # torchrun --nproc-per-node 2 on a machine with one GPU, as rank `local_rank`: every rank refuses alike.
+    def never(*args, **kwargs):
+        raise AssertionError("reached CUDA or the rendezvous before checking the GPU count")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", never)
+    monkeypatch.setattr(torch.distributed, "init_process_group", never)
+    for key, value in {"RANK": local_rank, "WORLD_SIZE": 2, "LOCAL_RANK": local_rank, "LOCAL_WORLD_SIZE": 2}.items():
+        monkeypatch.setenv(key, str(value))
+    assert main(["train", "--data", "moons", "--out", str(tmp_path / "x"), "--no-progress", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for part in ("2 processes", f"LOCAL_RANK={local_rank}", "torch.cuda.device_count() is 1", "--nproc-per-node 1",
+                 "train.device=cpu"):
+        assert part in err, err

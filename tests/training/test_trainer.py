@@ -7,12 +7,14 @@ import torch
 
 from straightflow.training.checkpoint import load_checkpoint
 from straightflow.training.config import RunConfig, apply_overrides
-from straightflow.training.trainer import CHECKPOINT, NonFiniteLossError, Trainer, lr_at
+from straightflow.training.trainer import CHECKPOINT, NonFiniteLossError, Trainer, batch_device, lr_at
 
+# On the CPU whatever the machine: bit-exact resume is a CPU property (GPU kernels may reorder sums).
 SMALL = {
     "data.data": "moons", "model.width": 32, "model.depth": 2, "train.steps": 40, "train.batch_size": 64,
-    "train.log_every": 10, "train.ckpt_every": 20, "optim.warmup_steps": 5,
+    "train.log_every": 10, "train.ckpt_every": 20, "optim.warmup_steps": 5, "train.device": "cpu",
 }
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 def small_config(**extra) -> RunConfig:
@@ -23,15 +25,20 @@ class Killed(Exception):
     pass
 
 
-def _kill_at(trainer: Trainer, step: int) -> None:
+def _wrap_loss(trainer: Trainer, wrapper) -> None:
+    """Call `wrapper(loss, model, batch, generator)` in place of the method's loss."""
     loss = trainer.method.loss
+    object.__setattr__(trainer, "method", type("M", (), {"loss": staticmethod(
+        lambda model, batch, generator: wrapper(loss, model, batch, generator))})())
 
-    def dying(model, batch, generator):
+
+def _kill_at(trainer: Trainer, step: int) -> None:
+    def dying(loss, model, batch, generator):
         if trainer.step == step:
             raise Killed
         return loss(model, batch, generator)
 
-    object.__setattr__(trainer, "method", type("M", (), {"loss": staticmethod(dying)})())
+    _wrap_loss(trainer, dying)
 
 
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
@@ -57,15 +64,14 @@ def test_resume_after_kill_equals_unbroken_run(tmp_path, coupling):
 
 def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     trainer = Trainer(small_config(), tmp_path, progress=False)
-    loss = trainer.method.loss
 
-    def poisoned(model, batch, generator):
+    def poisoned(loss, model, batch, generator):
         out = loss(model, batch, generator)
         if trainer.step >= 33:
             out.loss = out.loss * float("nan")
         return out
 
-    object.__setattr__(trainer, "method", type("M", (), {"loss": staticmethod(poisoned)})())
+    _wrap_loss(trainer, poisoned)
     with pytest.raises(NonFiniteLossError, match="step 33"):
         trainer.fit()
     _, meta = load_checkpoint(tmp_path / CHECKPOINT)
@@ -107,3 +113,39 @@ def test_lr_schedule_warms_up_linearly_then_decays_to_zero():
     assert lr_at(55, 1.0, 10, 100, "constant") == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_at(20, 1.0, 10, 100, "linear")
+
+
+def test_batches_are_made_on_the_training_device_unless_part_of_them_is_cpu_work():
+    from straightflow.data.images import resolve_images
+    from straightflow.data.pairs import PairSource
+    from straightflow.data.source import GaussianSource, ToySource
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # only compared, never used: no GPU needed
+    digits, noise = resolve_images("digits"), GaussianSource((1, 8, 8))
+    assert batch_device(gpu, "independent", [digits, noise]) == gpu
+    assert batch_device(gpu, "independent", [PairSource(torch.zeros(4, 2), torch.ones(4, 2))]) == gpu
+    assert batch_device(gpu, "ot", [digits, noise]) == cpu  # the assignment is solved by scipy
+    assert batch_device(gpu, "independent", [ToySource("moons"), GaussianSource(2)]) == cpu  # CPU code
+    assert batch_device(cpu, "independent", [digits, noise]) == cpu
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["fm", "meanflow"])
+def test_conditional_training_with_label_dropout_draws_everything_on_the_training_device(tmp_path, method, device):
+    cfg = apply_overrides(RunConfig(), {
+        "data.data": "digits", "data.conditional": True, "method.name": method, "method.jvp": "func",
+        "method.label_dropout": 0.5, "model.channels": 8, "model.channel_mult": "1,2", "model.n_frequencies": 4,
+        "train.batch_size": 8, "train.steps": 3, "train.log_every": 3, "train.device": device,
+    })
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    seen = []
+
+    def recording(loss, model, batch, generator):
+        seen.append({generator.device.type, batch.x0.device.type, batch.x1.device.type, batch.label.device.type})
+        return loss(model, batch, generator)
+
+    _wrap_loss(trainer, recording)
+    trainer.fit()
+    assert seen == [{device}] * 3
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 3 and record["loss"] > 0

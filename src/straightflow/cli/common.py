@@ -1,4 +1,4 @@
-"""Argument helpers shared by the subcommands (solver specs, config flags)."""
+"""Argument helpers shared by the subcommands (solver specs, config flags, joining torchrun's ranks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 from straightflow.solvers.integrate import SOLVERS
 from straightflow.training.config import PRESETS, RunConfig, apply_overrides, load_toml
 
-__all__ = ["add_solver_args", "solver_specs", "add_config_args", "config_from_args", "parse_int_list"]
+__all__ = [
+    "add_solver_args", "solver_specs", "add_config_args", "config_from_args", "parse_int_list", "join_ranks",
+]
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -33,6 +35,16 @@ class _SolverAction(argparse.Action):
             else:
                 specs[-1][1] = values
         namespace.specs = specs
+
+
+def join_ranks(device: str) -> None:
+    """Under torchrun, join the process group now, with the backend of `device` (gloo on the CPU, nccl on
+    CUDA, one GPU per rank), so that work before any training (pair shards, likelihood batches) is split
+    across the ranks; a single process is left alone."""
+    from straightflow.training.device import pick_device
+    from straightflow.training.distributed import init_distributed
+
+    init_distributed(pick_device(device).type)
 
 
 def add_solver_args(p: argparse.ArgumentParser, multi: bool) -> None:

@@ -35,8 +35,10 @@ def add_parser(subs) -> None:
 
 
 def run(args) -> int:
+    from straightflow.cli.common import join_ranks
     from straightflow.methods.rectified import distill
 
+    join_ranks(args.device or "auto")  # under torchrun: each rank solves its own pair shards
     out = distill(args.run, args.out, k=args.k, n_pairs=args.pairs, train_steps=args.steps,
                   pairs_dir=args.pairs_dir, pair_options=pair_options(args), overrides=overrides(args),
                   resume=args.resume, progress=not args.no_progress, on_shard=shard_printer(args),

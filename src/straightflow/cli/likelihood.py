@@ -58,17 +58,16 @@ def _load_points(spec: str, n: int, seed: int, run):
 def run(args) -> int:
     import torch
 
+    from straightflow.cli.common import join_ranks
     from straightflow.density import bits_per_dim, dequantize, run_log_likelihood
     from straightflow.runs import load_run
-    from straightflow.training.distributed import init_distributed, world_info
+    from straightflow.training.distributed import world_info
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.probes < 1:
         raise ValueError(f"--probes must be >= 1, got {args.probes}")
-    from straightflow.training.device import pick_device
-
-    init_distributed(pick_device(args.device).type)  # under torchrun: points are split across ranks
+    join_ranks(args.device)  # under torchrun: points are split across ranks
     r = load_run(args.run, weights=args.weights, device=args.device)
     spec = args.data or r.config.data.data
     x, data = _load_points(spec, args.n, args.seed, r)

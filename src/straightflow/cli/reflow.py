@@ -78,8 +78,10 @@ def shard_printer(args):
 
 
 def run(args) -> int:
+    from straightflow.cli.common import join_ranks
     from straightflow.methods.rectified import reflow
 
+    join_ranks(args.device or "auto")  # under torchrun: each rank solves its own pair shards
     out = reflow(args.run, args.out, args.pairs, train_steps=args.steps, pair_options=pair_options(args),
                  overrides=overrides(args), resume=args.resume, progress=not args.no_progress,
                  on_shard=shard_printer(args), device=args.device or "auto")

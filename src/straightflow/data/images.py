@@ -21,6 +21,7 @@ test split, which metrics compare against.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from straightflow.data.image_files import load_digits_images, read_cifar10, read_image_folder, read_mnist_split
 from straightflow.data.source import DataSource
+from straightflow.rng import rand, randint
 
 __all__ = [
     "IMAGE_DATASETS", "IMAGE_SHAPES", "ImageSource", "is_image_spec", "image_shape", "resolve_images",
@@ -107,16 +109,16 @@ class ImageSource(DataSource):
         """Integer levels (B, C, H, W) -> float32 pixels in [-1, 1] (dequantised if asked, see module doc)."""
         k = levels.to(torch.float32)
         if dequantize:
-            return 2.0 * (k + torch.rand(k.shape, generator=generator)) / self.levels - 1.0
+            return 2.0 * (k + rand(k.shape, generator, k.device)) / self.levels - 1.0
         return 2.0 * k / (self.levels - 1) - 1.0
 
     def _draw(self, n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"number of samples must be an int >= 0, got {n!r}")
-        index = torch.randint(0, self.train.shape[0], (n,), generator=generator)
+        index = randint(self.train.shape[0], n, generator, self.train.device)
         x = self.to_pixels(self.train[index], generator, self.dequantize)
         if self.hflip:
-            flip = torch.rand(n, generator=generator) < 0.5
+            flip = rand(n, generator, x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x, None if self.train_labels is None else self.train_labels[index]
 
@@ -130,6 +132,13 @@ class ImageSource(DataSource):
             raise ValueError(f"image data '{self.name}' has no labels")
         x, label = self._draw(n, generator)
         return x, label
+
+    def to(self, device: torch.device | str) -> ImageSource:
+        """The training split (levels and labels) on `device`, where `sample` then indexes and dequantises."""
+        moved = copy.copy(self)
+        moved.train = self.train.to(device)
+        moved.train_labels = None if self.train_labels is None else self.train_labels.to(device)
+        return moved
 
     def heldout_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
         """n test images and their labels: distinct in a seeded order if n <= the test size, else resampled."""

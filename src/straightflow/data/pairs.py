@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from straightflow.paths.coupling import CoupledBatch
+from straightflow.rng import randint
 from straightflow.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -127,6 +128,8 @@ class PairSource:
     x0, x1: (N, *D) paired row by row; label: (N,) or None, the class of row i's x1.
     """
 
+    draws_on_any_device = True  # like a DataSource's: `to(device)` holds the pairs where the draws happen
+
     def __init__(self, x0: Tensor, x1: Tensor, label: Tensor | None = None, name: str = "pairs") -> None:
         if x0.shape != x1.shape or x0.dim() < 2 or x0.shape[0] < 1:
             raise ValueError(f"pairs need x0 and x1 of one shape (N, *D) with N >= 1, got "
@@ -154,11 +157,16 @@ class PairSource:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> CoupledBatch:
         """n rows (x0 (n, *D), x1 (n, *D), label (n,) or None), uniform with replacement."""
-        return self.rows(torch.randint(0, len(self), (n,), generator=generator))
+        return self.rows(randint(len(self), n, generator, self.x0.device))
 
     def rows(self, index: Tensor) -> CoupledBatch:
         """The pairs at `index` (B,) (the trainer passes data.epochs.epoch_indices: each pair once per epoch)."""
         return CoupledBatch(self.x0[index], self.x1[index], None if self.label is None else self.label[index])
+
+    def to(self, device: torch.device | str) -> PairSource:
+        """These pairs (and labels) held on `device`, where `rows` and `sample` then index them."""
+        label = None if self.label is None else self.label.to(device)
+        return PairSource(self.x0.to(device), self.x1.to(device), label, self.name)
 
     def __repr__(self) -> str:
         return f"PairSource(name={self.name!r}, n={len(self)}, shape={self.shape}, labels={self.label is not None})"

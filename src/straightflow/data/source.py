@@ -5,11 +5,14 @@ All three speak one interface, :class:`DataSource`, so a flow can carry any sour
 
 - ``.sample(n, generator)``: (n, *D) training samples;
 - ``.heldout(n, seed)``: (n, *D) samples the training stream never sees, for metrics;
-- ``.log_prob(x)``: exact log-density (B,) where it is known, else NotImplementedError.
+- ``.log_prob(x)``: exact log-density (B,) where it is known, else NotImplementedError;
+- ``.to(device)``: the source with the tensors its training draws index held on ``device`` (see
+  :attr:`DataSource.draws_on_any_device`), so that draws with a generator there never leave the device.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from torch import Tensor
 
 from straightflow.data.files import VECTOR_SUFFIXES, load_vectors
 from straightflow.data.toy import TOY_DATASETS, TOY_WITH_DENSITY, sample_toy, toy_log_prob
+from straightflow.rng import randint, randn
 
 __all__ = [
     "HELDOUT_SEED_OFFSET",
@@ -54,6 +58,9 @@ class DataSource(ABC):
 
     name: str
     shape: tuple[int, ...]
+    # Whether training draws can happen on any device (the generator's) once `to(device)` has moved the
+    # tensors they index; False where samples are made by CPU code.
+    draws_on_any_device: bool = True
 
     @property
     def dim(self) -> int:
@@ -76,12 +83,19 @@ class DataSource(ABC):
         """Exact log-density at x: (B, *shape) -> (B,)."""
         raise NotImplementedError(f"the density of data source '{self.name}' is unknown")
 
+    def to(self, device: torch.device | str) -> DataSource:
+        """This source with the tensors its training draws index on `device`; held-out rows stay on the CPU,
+        where metrics read them. A source that holds no tensors (a Gaussian) returns itself."""
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, shape={self.shape})"
 
 
 class ToySource(DataSource):
-    """A 2-D toy set from :mod:`straightflow.data.toy`: every call draws fresh samples."""
+    """A 2-D toy set from :mod:`straightflow.data.toy`: every call draws fresh samples, on the CPU."""
+
+    draws_on_any_device = False  # sample_toy is CPU code
 
     def __init__(self, name: str) -> None:
         if name not in TOY_DATASETS:
@@ -129,8 +143,13 @@ class FileSource(DataSource):
         return cls(load_vectors(path), name=str(path))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        index = torch.randint(0, self.train_rows.shape[0], (_check_count(n),), generator=generator)
+        index = randint(self.train_rows.shape[0], _check_count(n), generator, self.train_rows.device)
         return self.train_rows[index]
+
+    def to(self, device: torch.device | str) -> FileSource:
+        moved = copy.copy(self)
+        moved.train_rows = self.train_rows.to(device)
+        return moved
 
     @property
     def num_rows(self) -> int:
@@ -165,7 +184,8 @@ class GaussianSource(DataSource):
         return True
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(_check_count(n), *self.shape, generator=generator)
+        """n samples (n, *shape), drawn on the generator's device (the CPU without one)."""
+        return randn((_check_count(n), *self.shape), generator)
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         """Fresh samples from a generator seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from straightflow.rng import rand
+
 __all__ = ["drop_labels", "null_labels", "guided_velocity"]
 
 
@@ -22,10 +24,13 @@ def null_labels(batch: int, num_classes: int, device: torch.device | str = "cpu"
 
 
 def drop_labels(label: Tensor, p_drop: float, num_classes: int, generator: torch.Generator | None) -> Tensor:
-    """Replace each label by the null label K with probability p_drop. label: (B,) long."""
+    """Replace each label by the null label K with probability p_drop. label: (B,) long.
+
+    The coin flips are drawn on the generator's device (else on the labels') and applied on the labels'.
+    """
     if not 0.0 <= p_drop <= 1.0:
         raise ValueError(f"label dropout must lie in [0, 1], got {p_drop}")
-    drop = torch.rand(label.shape, generator=generator, device=label.device) < p_drop
+    drop = rand(label.shape, generator, label.device) < p_drop
     return torch.where(drop, torch.full_like(label, num_classes), label)
 
 

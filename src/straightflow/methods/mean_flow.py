@@ -47,8 +47,9 @@ weight; the paper sums over dimensions, so its c for D-dimensional data correspo
 
 Jacobian-vector product modes (each returns u with autograd history and the tangent du detached):
 
-- "tangent": ``model.forward_with_tangent``: one joint pass; the tangent side uses detached weights, so
-  backward sees only the primal graph. Cheapest (about 1.5x a forward) but needs the method on the model.
+- "tangent": the network's own tangent pass, ``model(x, s, t, tangent=(v, 1, 0))`` (MLP, U-Net and DiT carry
+  one, built from :mod:`straightflow.models.tangent`): one joint pass whose tangent side runs without autograd,
+  so backward sees only the primal graph. Cheapest: a training step costs 1.2-1.5x a flow-matching step.
 - "func": ``torch.func.jvp`` over (x, s): one joint forward-mode pass; the primal keeps its graph.
 - "func_nograd": the tangent by ``torch.func.jvp`` under ``torch.no_grad``, then an ordinary forward with
   gradients (two passes). For kernels whose forward-mode AD does not record a backward graph. The RNG is
@@ -83,6 +84,7 @@ from straightflow.methods.flow_matching import LossOutput
 from straightflow.methods.guidance import drop_labels, null_labels
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import CoupledBatch
+from straightflow.rng import rand
 from straightflow.types import AverageVelocityField, broadcast_time
 
 __all__ = [
@@ -173,9 +175,7 @@ def sample_interval_times(
     a = time_sampler.sample(n, generator, device=device, dtype=dtype)
     b = time_sampler.sample(n, generator, device=device, dtype=dtype)
     s, t = torch.minimum(a, b), torch.maximum(a, b)
-    draw_dev = generator.device if generator is not None else device
-    keep = torch.rand(n, generator=generator, device=draw_dev) < ratio
-    keep = keep.to(s.device)
+    keep = rand(n, generator, s.device) < ratio
     return s, torch.where(keep, t, s)
 
 

@@ -142,11 +142,13 @@ def generate_reflow_pairs(
                              "choose another folder or delete it")
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(folder)
-    device = torch.device(device)
     # Under torchrun each rank solves the shards i with i % world_size == rank; shards are pure functions of
     # (seed, i), so the merged folder equals a single-process generation, without duplicates or gaps.
     ranks = world_info()
+    if ranks.is_main:  # one rank clears a killed writer's leftovers, before any rank writes its own
+        _clean_temporaries(folder)
+    barrier()
+    device = torch.device(device)
     for i in range(ranks.rank, total, ranks.world_size):
         m = min(shard_size, n - i * shard_size)
         path = shard_path(folder, i)

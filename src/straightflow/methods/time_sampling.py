@@ -1,7 +1,8 @@
 """Training-time distributions over t in [0, 1].
 
 Each sampler is a frozen dataclass with ``sample(n, generator=None, device=None, dtype=None) -> (n,)``.
-Draws happen on the generator's device (torch requires it) and are then moved to ``device``.
+Draws happen on the generator's device (torch requires it), else on ``device``, and come back on ``device``
+(see :mod:`straightflow.rng`): with the generator on ``device`` nothing crosses host <-> device.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
+
+from straightflow.rng import rand, randn
 
 __all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "GridTime", "TIME_SAMPLERS", "get_time_sampler"]
 
@@ -23,12 +26,6 @@ class TimeSampler(Protocol):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor: ...
-
-
-def _draw_device(
-    generator: torch.Generator | None, device: torch.device | str | None
-) -> torch.device | str | None:
-    return generator.device if generator is not None else device
 
 
 def _check_n(n: int) -> None:
@@ -49,8 +46,7 @@ class UniformTime:
     ) -> Tensor:
         """n i.i.d. uniform times, shape (n,)."""
         _check_n(n)
-        t = torch.rand(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
-        return t.to(device) if device is not None else t
+        return rand(n, generator, device, dtype)
 
 
 @dataclass(frozen=True)
@@ -77,9 +73,8 @@ class LogitNormalTime:
     ) -> Tensor:
         """n i.i.d. logit-normal times in [0, 1] (open interval up to floating-point rounding), shape (n,)."""
         _check_n(n)
-        z = torch.randn(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
-        t = torch.sigmoid(self.mean + self.std * z)
-        return t.to(device) if device is not None else t
+        z = randn(n, generator, device, dtype)
+        return torch.sigmoid(self.mean + self.std * z)
 
 
 @dataclass(frozen=True)
@@ -105,9 +100,8 @@ class GridTime:
     ) -> Tensor:
         """n i.i.d. grid times, shape (n,)."""
         _check_n(n)
-        u = torch.rand(n, generator=generator, device=_draw_device(generator, device), dtype=dtype)
-        t = torch.floor(u * self.steps).clamp_max(self.steps - 1) / self.steps
-        return t.to(device) if device is not None else t
+        u = rand(n, generator, device, dtype)
+        return torch.floor(u * self.steps).clamp_max(self.steps - 1) / self.steps
 
 
 TIME_SAMPLERS: dict[str, type] = {"uniform": UniformTime, "logit_normal": LogitNormalTime, "grid": GridTime}

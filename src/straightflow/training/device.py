@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import Tensor
 
-__all__ = ["pick_device", "autocast"]
+__all__ = ["pick_device", "autocast", "to_device"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -23,6 +24,14 @@ def pick_device(spec: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} was asked for but this machine has no CUDA GPU; use auto or cpu")
     return device
+
+
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """x on `device`. A CPU tensor bound for CUDA goes through pinned memory without blocking: a plain copy
+    from pageable memory would wait for the GPU to finish everything queued before it (a host-device sync)."""
+    if x.device.type == "cpu" and device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "DistInfo", "init_distributed", "world_info", "all_reduce_mean", "all_reduce_min", "all_gather_cat",
-    "all_gather_objects", "barrier", "shard_range",
+    "DistInfo", "check_gpus_per_node", "init_distributed", "world_info", "all_reduce_mean", "all_reduce_min",
+    "all_gather_cat", "all_gather_objects", "barrier", "shard_range",
 ]
 
 
@@ -51,14 +51,32 @@ def world_info() -> DistInfo:
     return DistInfo()
 
 
+def check_gpus_per_node(local_rank: int, local_world_size: int, gpus: int) -> None:
+    """One GPU per process on CUDA: a rank without its own GPU would crash inside CUDA, so say what to run.
+
+    Every rank of the node checks the node's process count, so all refuse alike and none waits in the
+    rendezvous for a rank that will never come.
+    """
+    processes = max(local_world_size, local_rank + 1)
+    if processes > gpus:
+        raise ValueError(
+            f"torchrun started {processes} processes on this node (LOCAL_RANK={local_rank}, LOCAL_WORLD_SIZE="
+            f"{local_world_size}) but torch.cuda.device_count() is {gpus}; pass --nproc-per-node {gpus} or "
+            "train on the CPU with train.device=cpu (--device cpu)"
+        )
+
+
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (idempotent); gloo for CPU, nccl for CUDA."""
+    """Join the process group torchrun describes (idempotent); gloo for CPU, nccl for CUDA (one GPU per rank)."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
         return world_info()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+            check_gpus_per_node(local_rank, local_world_size, torch.cuda.device_count())
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return world_info()
 

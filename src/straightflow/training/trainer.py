@@ -2,9 +2,14 @@
 
     data -> coupling -> method loss (path inside) -> AdamW step -> EMA -> (every k steps) log, checkpoint
 
-Determinism: batch k is drawn from generators seeded by (seed, k) alone, so a run resumed from step k sees
-exactly the batches and noise an unbroken run would; together with the saved weights, EMA and AdamW state,
-resuming reproduces the unbroken run bit for bit on the CPU.
+Determinism: batch k is drawn from generators seeded by (seed, k) alone (straightflow.rng.step_generator),
+so a run resumed from step k sees exactly the batches and noise an unbroken run would; together with the saved
+weights, EMA and AdamW state, resuming reproduces the unbroken run bit for bit on the CPU.
+
+Devices: every draw happens on the device that uses it. The method's times and label dropout come from a
+generator on the training device; the batch is made on the training device too (finite data sets held there
+once, Gaussian noise drawn there) unless a part of it is CPU work (see `batch_device`), in which case it is
+made on the CPU and copied over pinned and non-blocking.
 
 No host-device sync in the step: losses are summed on the device and read every `log_every` steps; a NaN or
 Inf loss is recorded on the device (with its step) and raised at the next read, before any checkpoint is
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ from tqdm.auto import tqdm
 from straightflow import __version__
 from straightflow.data.epochs import epoch_indices
 from straightflow.paths.coupling import CoupledBatch
+from straightflow.rng import step_generator
 from straightflow.training.build import (
     build_coupling,
     build_data,
@@ -41,7 +48,7 @@ from straightflow.training.checkpoint import (
     save_checkpoint,
 )
 from straightflow.training.config import RunConfig, config_from_dict, config_to_dict, dumps
-from straightflow.training.device import autocast, pick_device
+from straightflow.training.device import autocast, pick_device, to_device
 from straightflow.training.distributed import (
     all_reduce_mean,
     all_reduce_min,
@@ -51,9 +58,10 @@ from straightflow.training.distributed import (
 )
 from straightflow.training.ema import EMA
 
-__all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "lr_at"]
+__all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "BATCH_STREAM", "METHOD_STREAM", "lr_at", "batch_device"]
 
 CHECKPOINT = "checkpoint.safetensors"
+BATCH_STREAM, METHOD_STREAM = 0, 1  # step_generator streams: the global batch, and the method's per-rank draws
 _NO_BAD = 2**62  # "no non-finite loss yet": larger than any step, so the first bad step is a min-reduction
 
 
@@ -73,9 +81,17 @@ def lr_at(step: int, base: float, warmup: int, total: int, schedule: str) -> flo
     raise ValueError(f"unknown lr_schedule {schedule!r}; choose from: cosine, constant")
 
 
-def _step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Generator:
-    # One independent CPU stream per (seed, step, purpose, rank): batches do not depend on what ran before.
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 4 + stream) * 65_537 + rank)
+def batch_device(device: torch.device, coupling: str, sources: Sequence) -> torch.device:
+    """Where each step's batch is made: on the training `device` when every draw of it can happen there.
+
+    sources: what the batch is drawn from (data and source, or the fixed pairs); each is held on the device
+    and indexed there. OT and Sinkhorn couplings solve on the CPU (scipy, float64) and toy sets are sampled
+    by CPU code, so those batches are made on the CPU, as on a CPU run, and copied over.
+    """
+    cpu = torch.device("cpu")
+    if device.type == "cpu" or coupling != "independent":
+        return cpu
+    return device if all(s.draws_on_any_device for s in sources) else cpu
 
 
 @dataclass
@@ -111,6 +127,12 @@ class Trainer:
         self.num_classes = num_classes_of(self.data)
         self.coupling = build_coupling(cfg)
         self.pairs = build_pairs(cfg, self.data, self.num_classes)  # None unless data.pairs (reflow, distill)
+        sources = [self.pairs] if self.pairs is not None else [self.data, self.source]
+        self.batch_device = batch_device(self.device, cfg.data.coupling, sources)
+        if self.pairs is not None:
+            self.pairs = self.pairs.to(self.batch_device)
+        else:  # finite sets are copied to the device once, here, instead of one batch per step
+            self.data, self.source = self.data.to(self.batch_device), self.source.to(self.batch_device)
         self.method = build_method(cfg, self.num_classes)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
@@ -139,20 +161,20 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- batches
     def make_batch(self, step: int) -> CoupledBatch:
-        """This rank's slice of global batch `step`: x1 from the data, x0 from the source, coupled. On the CPU.
+        """This rank's slice of global batch `step`: x1 from the data, x0 from the source, coupled.
 
-        The global batch depends only on (seed, step), so the union over ranks is what one process draws.
+        Made on `self.batch_device`. The global batch depends only on (seed, step), so the union over ranks is
+        what one process draws.
         """
-        g = _step_generator(self.cfg.train.seed, step, 0)
-        b = self.cfg.train.batch_size
-        seed = self.cfg.train.seed
+        b, seed, device = self.cfg.train.batch_size, self.cfg.train.seed, self.batch_device
         if self.pairs is not None:  # reflow / distillation: rows of a fixed coupling in epoch order
-            batch = self.pairs.rows(epoch_indices(step, b, len(self.pairs), seed))
+            batch = self.pairs.rows(epoch_indices(step, b, len(self.pairs), seed, device))
             start, stop = shard_range(b, self.dist)
             return CoupledBatch(batch.x0[start:stop], batch.x1[start:stop],
                                 None if batch.label is None else batch.label[start:stop])
+        g = step_generator(seed, step, BATCH_STREAM, device=device)
         if hasattr(self.data, "rows"):  # a finite set: every row once per epoch, across all ranks
-            x1, label = self.data.rows(epoch_indices(step, b, self.data.num_rows, seed), g)
+            x1, label = self.data.rows(epoch_indices(step, b, self.data.num_rows, seed, device), g)
         elif self.num_classes:
             x1, label = self.data.sample_labeled(b, g)
         else:
@@ -167,14 +189,9 @@ class Trainer:
         return self.coupling(x0[sl], x1[sl], None if label is None else label[sl], generator=g)
 
     def _to_device(self, batch: CoupledBatch) -> CoupledBatch:
-        nb = self.device.type == "cuda"  # pinned host memory + non-blocking copies overlap with compute
-
-        def move(x):
-            if x is None:
-                return None
-            return (x.pin_memory() if nb else x).to(self.device, non_blocking=nb)
-
-        return CoupledBatch(move(batch.x0), move(batch.x1), move(batch.label))
+        """The batch on the training device: a no-op for batches made there, an asynchronous copy otherwise."""
+        label = None if batch.label is None else to_device(batch.label, self.device)
+        return CoupledBatch(to_device(batch.x0, self.device), to_device(batch.x1, self.device), label)
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self, max_steps: int | None = None) -> None:
@@ -206,7 +223,7 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = lr
 
-                g = _step_generator(t.seed, step, 1, self.dist.rank)
+                g = step_generator(t.seed, step, METHOD_STREAM, self.dist.rank, self.device)
                 with autocast(self.device, t.precision):
                     out = self.method.loss(self.forward_model, batch, g)
                 loss = out.loss.float().mean()
