@@ -86,6 +86,11 @@ def test_resume_with_other_model_settings_is_refused(tmp_path):
         Trainer(small_config(**{"model.width": 64}), tmp_path, resume=True, progress=False)
 
 
+def test_unknown_compile_mode_is_a_one_line_error_naming_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="'fastest'; choose from: default, reduce-overhead, max-autotune"):
+        Trainer(small_config(**{"train.compile_mode": "fastest"}), tmp_path, progress=False)
+
+
 def test_new_run_never_overwrites_an_existing_one(tmp_path):
     Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
     with pytest.raises(ValueError, match="--resume"):

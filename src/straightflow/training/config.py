@@ -104,6 +104,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the network
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
     num_threads: int = 0  # torch intra-op threads; 0 = auto: 1 for vector data, torch's default for images
     init_from: str = ""  # run folder whose EMA weights start model and EMA (reflow, distillation); not on resume
 

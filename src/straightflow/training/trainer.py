@@ -61,6 +61,7 @@ from straightflow.training.ema import EMA
 __all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "BATCH_STREAM", "METHOD_STREAM", "lr_at", "batch_device"]
 
 CHECKPOINT = "checkpoint.safetensors"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 BATCH_STREAM, METHOD_STREAM = 0, 1  # step_generator streams: the global batch, and the method's per-rank draws
 _NO_BAD = 2**62  # "no non-finite loss yet": larger than any step, so the first bad step is a min-reduction
 
@@ -138,8 +139,10 @@ class Trainer:
         self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         o = cfg.optim
+        # On CUDA one fused kernel updates every parameter (a small model's step is bound by kernel launches).
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+            self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+            fused=True if self.device.type == "cuda" else None,
         )
         self.step = 0
         if self.device.type == "cuda" and len(getattr(self.data, "shape", ())) == 3:  # (C, H, W) images
@@ -150,8 +153,11 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown train.compile_mode {cfg.train.compile_mode!r}; choose from: "
+                             f"{', '.join(COMPILE_MODES)}")
         if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
+            self.forward_model = torch.compile(self.forward_model, mode=cfg.train.compile_mode)
         if resume:
             self._resume()
         elif (self.out / CHECKPOINT).exists():
@@ -306,7 +312,7 @@ class Trainer:
         # Everything but the length of the run and run-time knobs must match the checkpoint.
         def fixed(c: RunConfig) -> dict:
             d = config_to_dict(c)
-            for k in ("steps", "log_every", "ckpt_every", "device", "compile", "num_threads"):
+            for k in ("steps", "log_every", "ckpt_every", "device", "compile", "compile_mode", "num_threads"):
                 d["train"].pop(k)
             d["data"].pop("prefetch")
             return d
