@@ -21,11 +21,11 @@ DIGITS_COMMON = {
 }
 DIGITS_METHODS = {
     "fm": {"method.name": "fm"},
-    # Guidance folded into training at scale omega = 1.5 (1 NFE at sampling). The finite-difference JVP costs
-    # 2 extra forwards without graph: on this U-Net it trains ~1.5x more steps per CPU-minute than the exact
-    # torch.func.jvp, for an O(eps^2) error in a stop-gradient target (see methods/mean_flow.py).
+    # Guidance folded into training at scale omega = 1.5 (1 NFE at sampling). The exact JVP by the U-Net's own
+    # tangent pass: on this U-Net its step costs 1.4-1.5x a flow-matching step on the CPU, below the
+    # finite-difference JVP's 1.6x (benchmarks/jvp_cost.py).
     "meanflow": {"method.name": "meanflow", "method.ratio": 0.5, "method.weight_power": 1.0,
-                 "method.weight_eps": 1e-3, "method.jvp": "finite_difference", "method.omega": 1.5},
+                 "method.weight_eps": 1e-3, "method.jvp": "tangent", "method.omega": 1.5},
 }
 DIGITS_RUNS = {
     # name: (config overrides, eval specs)
