@@ -6,10 +6,11 @@ Protocol (see :mod:`straightflow.metrics.images` and docs/images.md):
   split and cached by the data's hash;
 - reference: up to `max_reference` training images (a seeded subset); feature-FID compares the n samples
   against all of them, precision/recall (k = 3) against the first n of them (equal set sizes);
-- floor: the feature-FID of min(n, test size) held-out test images against the same reference, what fresh
-  data score (FID is biased upward at small n, so only equal n compare: digits hold 359 test images, so their
-  floor is measured at n = 359 and lies above what 1000 fresh images would score). A model that reproduces
-  training images can score below the floor: the reference is the training split;
+- floor: the feature-FID of m = min(n, test size) held-out test images against the same reference, what
+  fresh data score. FID is biased upward at small n, so only equal n compare: samples are scored at the same
+  m too, as the mean feature-FID of the floor(n / m) disjoint chunks of m samples (digits hold 359 test
+  images: floor and samples are both at m = 359). A model that reproduces training images can score below
+  the floor: the reference is the training split;
 - conditional runs draw balanced labels (sample i gets class i mod K) and report the share the classifier
   assigns to the requested class; guidance applies to velocity runs (MeanFlow folds it into training).
 
@@ -54,8 +55,8 @@ class ImageEvalReport:
     data: str
     n: int
     n_reference: int
-    floor_fid: float  # held-out test images vs the reference, at n
-    floor_note: str  # "measured" or how it was extrapolated
+    floor_fid: float  # held-out test images vs the reference, at m = min(n, test size)
+    floor_note: str  # the sample size both floor and samples are scored at
     feature_net_accuracy: float  # the classifier's accuracy on the test split
     conditional: bool
     guidance: float
@@ -94,14 +95,19 @@ def sample_images(
     return torch.cat(out), sum(nfes) / len(nfes)
 
 
-def held_out_floor(test_feats: Tensor, ref_stats, n: int, g: torch.Generator) -> tuple[float, str]:
-    """(feature-FID of min(n, M) random test images vs the reference, "measured, n=..."), M = test size.
-
-    With M < n (digits: 359 test images) the floor is measured at M and sits above what n fresh images would
-    score; it is not extrapolated (subsets of one finite test set do not follow FID's a + b/n law)."""
+def held_out_floor(test_feats: Tensor, ref_stats, n: int, g: torch.Generator) -> tuple[float, int]:
+    """(feature-FID of m = min(n, M) random test images vs the reference, m), M = test size."""
     m = min(n, test_feats.shape[0])
     picked = test_feats[torch.randperm(test_feats.shape[0], generator=g)[:m]]
-    return im.frechet_distance(*im.feature_stats(picked), *ref_stats), f"measured, n={m}"
+    return im.frechet_distance(*im.feature_stats(picked), *ref_stats), m
+
+
+def fid_at(feats: Tensor, ref_stats, m: int) -> float:
+    """Mean feature-FID against the reference over the disjoint chunks of m rows of feats (N, F), N >= m.
+
+    Scores N samples at the sample size m of the floor (FID's bias depends on m), using all of them."""
+    chunks = feats[: (feats.shape[0] // m) * m].split(m)
+    return sum(im.frechet_distance(*im.feature_stats(c), *ref_stats) for c in chunks) / len(chunks)
 
 
 def evaluate_images(
@@ -118,7 +124,8 @@ def evaluate_images(
     ref_feats = im.extract(net, reference)[0]
     ref_stats = im.feature_stats(ref_feats)
     test_feats = im.extract(net, data.to_pixels(data.test))[0]
-    floor, floor_note = held_out_floor(test_feats, ref_stats, n, g)
+    floor, m = held_out_floor(test_feats, ref_stats, n, g)
+    floor_note = f"n={m} for floor and samples" + (f" (samples: mean of {n // m} chunks of {m})" if n // m > 1 else "")
     conditional = run.num_classes > 0
     labels = balanced_labels(n, run.num_classes) if conditional else None
     report = ImageEvalReport(str(run.path), data.name, n, len(ref_index), floor, floor_note, net.test_accuracy,
@@ -128,7 +135,7 @@ def evaluate_images(
         x, nfe = sample_images(run, n, solver, steps, seed, labels, 1.0 if run.average_velocity else guidance, batch)
         seconds = time.perf_counter() - start
         feats, logits = im.extract(net, x)
-        fid = im.frechet_distance(*im.feature_stats(feats), *ref_stats)
+        fid = fid_at(feats, ref_stats, m)
         precision, recall = im.precision_recall(ref_feats[:n], feats, k)
         acc = float((logits.argmax(1) == labels).double().mean()) if conditional else None
         true = im.true_fid(x, reference) if with_true_fid else None
@@ -139,7 +146,7 @@ def evaluate_images(
 def format_image_table(report: ImageEvalReport) -> str:
     """A fixed-width table: one line per row, the protocol in the header."""
     head = (f"run {report.run}  data {report.data}  n={report.n}  reference {report.n_reference} train images  "
-            f"floor (held-out, {report.floor_note}) feature-FID {report.floor_fid:.3f}  "
+            f"feature-FID floor (held-out test images) {report.floor_fid:.3f}, {report.floor_note}  "
             f"feature-net test accuracy {report.feature_net_accuracy:.3f}"
             + (f"  guidance {report.guidance:g}" if report.conditional else ""))
     cols = f"{'solver':<10}{'steps':>6}{'NFE':>7}{'feat-FID':>10}{'prec':>7}{'recall':>8}{'class-acc':>10}{'sec':>8}" \

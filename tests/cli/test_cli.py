@@ -41,7 +41,20 @@ def test_eval_prints_rows_per_solver_and_writes_json(run_dir, capsys):
     ]
     assert [r["nfe"] for r in report["rows"]][:2] == [1, 2]
     assert report["noise_floor"] > 0
+    assert 0.5 < report["floor_recall"] <= 1 and all(0 <= r["precision"] <= 1 for r in report["rows"])
     assert "noise floor" in capsys.readouterr().out
+
+
+def test_eval_of_a_file_run_caps_n_at_two_disjoint_heldout_halves(tmp_path, capsys):
+    # n equal to the held-out count used to give a floor of 0 (both floor draws were the same rows)
+    points = tmp_path / "pts.npy"
+    np.save(points, np.random.default_rng(0).normal(size=(400, 3)).astype(np.float32))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(points), "--out", str(out), *TINY]) == 0
+    assert main(["eval", str(out), "--n", "40", "--solver", "euler", "--steps", "2"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["n"] == 20 and report["noise_floor"] > 0 and "not 40" in report["note"]
+    assert "n = 20, not 40" in capsys.readouterr().out
 
 
 def test_data_command_exports_samples(tmp_path):

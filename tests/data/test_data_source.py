@@ -77,6 +77,25 @@ def test_file_heldout_up_to_its_size_gives_distinct_heldout_rows_and_beyond_it_r
     assert torch.equal(source.heldout(50, seed=1), source.heldout(50, seed=1))
 
 
+def test_file_heldout_pair_is_two_disjoint_draws_and_refuses_more_than_half_the_heldout_rows():
+    rows = torch.arange(200, dtype=torch.float32)[:, None].repeat(1, 3)
+    src = FileSource(rows, name="pts")
+    assert src.max_heldout_pair == 10
+    reference, second = src.heldout_pair(10, seed=4)
+    assert reference.shape == second.shape == (10, 3)
+    assert set(reference[:, 0].tolist()).isdisjoint(second[:, 0].tolist())
+    assert set(reference[:, 0].tolist()) | set(second[:, 0].tolist()) == set(range(180, 200))
+    torch.testing.assert_close(src.heldout_pair(10, seed=4)[0], reference)
+    with pytest.raises(ValueError, match="n=11 is more than half of the 20 held-out rows of 'pts'; use n <= 10"):
+        src.heldout_pair(11)
+
+
+def test_toy_heldout_pair_draws_two_fresh_independent_sets():
+    reference, second = ToySource("moons").heldout_pair(50, seed=2)
+    assert ToySource("moons").max_heldout_pair is None
+    assert not torch.allclose(reference, second)
+
+
 def test_file_source_needs_two_rows_and_has_no_density():
     with pytest.raises(ValueError, match="1 rows"):
         FileSource(_indexed_rows(1))

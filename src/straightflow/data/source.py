@@ -5,6 +5,8 @@ All three speak one interface, :class:`DataSource`, so a flow can carry any sour
 
 - ``.sample(n, generator)``: (n, *D) training samples;
 - ``.heldout(n, seed)``: (n, *D) samples the training stream never sees, for metrics;
+- ``.heldout_pair(n, seed)``: two independent held-out draws of n (a reference, and a second set that scores
+  the noise floor against it); ``.max_heldout_pair`` is the largest such n (None: any);
 - ``.log_prob(x)``: exact log-density (B,) where it is known, else NotImplementedError;
 - ``.to(device)``: the source with the tensors its training draws index held on ``device`` (see
   :attr:`DataSource.draws_on_any_device`), so that draws with a generator there never leave the device.
@@ -78,6 +80,16 @@ class DataSource(ABC):
     @abstractmethod
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         """n held-out samples, (n, *shape) float32, a deterministic function of (n, seed)."""
+
+    max_heldout_pair: int | None = None  # largest n with two independent held-out draws of n; None: any n
+
+    def heldout_pair(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """(reference, second): two independent held-out draws of n, (n, *shape) each.
+
+        A model's samples are scored against the reference; the second set, scored the same way, is the noise
+        floor: what fresh data would score. Sources that draw fresh samples use two seeds.
+        """
+        return self.heldout(n, seed), self.heldout(n, seed + 1000)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density at x: (B, *shape) -> (B,)."""
@@ -159,6 +171,20 @@ class FileSource(DataSource):
     def rows(self, index: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
         """(training rows at `index` (B,), no labels)."""
         return self.train_rows[index], None
+
+    @property
+    def max_heldout_pair(self) -> int:
+        """Half the held-out rows: two disjoint halves are the only independent draws a finite set has."""
+        return int(self.heldout_rows.shape[0]) // 2
+
+    def heldout_pair(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Two disjoint sets of n held-out rows (a seeded random order split in two); n <= max_heldout_pair."""
+        if _check_count(n) > self.max_heldout_pair:
+            raise ValueError(f"n={n} is more than half of the {self.heldout_rows.shape[0]} held-out rows of "
+                             f"'{self.name}'; use n <= {self.max_heldout_pair} (the noise floor needs two disjoint "
+                             "held-out draws)")
+        order = torch.randperm(self.heldout_rows.shape[0], generator=torch.Generator().manual_seed(int(seed)))
+        return self.heldout_rows[order[:n]], self.heldout_rows[order[n:2 * n]]
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         generator = torch.Generator().manual_seed(int(seed))

@@ -12,9 +12,7 @@ This is *not* FID: FID is the same formula on Inception-v3 pool features of 299x
 2017), and numbers from the two are not comparable. Feature-FID compares models trained on the same data set.
 When ``torchmetrics`` or ``clean-fid`` and their Inception weights are installed, :func:`true_fid` gives FID.
 
-Precision and recall (Kynkaanniemi et al. 2019). Each feature vector gets the ball reaching its k-th nearest
-neighbour in its own set; precision is the share of generated images inside some real ball, recall the share
-of real images inside some generated ball.
+Precision and recall (Kynkaanniemi et al. 2019) of the features: :mod:`straightflow.metrics.coverage`.
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from straightflow.metrics.coverage import precision_recall
 
 __all__ = [
     "FEATURE_NET_VERSION", "FeatureNet", "cache_dir", "data_hash", "feature_network", "extract", "feature_stats",
@@ -197,26 +197,6 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
 def feature_fid(x: Tensor, y: Tensor, net: FeatureNet) -> float:
     """Feature-FID between image sets x (N, C, H, W) and y (M, C, H, W) in the features of `net`."""
     return frechet_distance(*feature_stats(extract(net, x)[0]), *feature_stats(extract(net, y)[0]))
-
-
-def _kth_radius(f: Tensor, k: int, chunk: int = 1024) -> Tensor:
-    return torch.cat([torch.cdist(c, f).kthvalue(k + 1, dim=1).values for c in f.split(chunk)])
-
-
-def _covered(points: Tensor, centres: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
-    return torch.cat([(torch.cdist(c, centres) <= radii).any(dim=1) for c in points.split(chunk)])
-
-
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019) of features real (N, F) and fake (M, F)."""
-    if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"features must be (N, F) and (M, F), got {tuple(real.shape)} and {tuple(fake.shape)}")
-    if not 1 <= k < min(real.shape[0], fake.shape[0]):
-        raise ValueError(f"k must lie in [1, {min(real.shape[0], fake.shape[0]) - 1}] for these sets, got {k}")
-    real, fake = real.double(), fake.double()
-    precision = _covered(fake, real, _kth_radius(real, k)).double().mean()
-    recall = _covered(real, fake, _kth_radius(fake, k)).double().mean()
-    return float(precision), float(recall)
 
 
 def class_accuracy(samples: Tensor, labels: Tensor, net: FeatureNet) -> float:
