@@ -131,3 +131,19 @@ def test_bad_inputs_raise():
         ot_coupling(torch.zeros(4, 2), torch.zeros(4, 2), torch.arange(3))
     with pytest.raises(ValueError, match="epsilon"):
         sinkhorn_coupling(torch.zeros(4, 2), torch.zeros(4, 2), epsilon=0.0)
+
+
+def test_sinkhorn_scaling_and_log_domain_iterations_give_pots_plan():
+    import numpy as np
+    import ot
+
+    from straightflow.paths.coupling import _sinkhorn_log, _sinkhorn_scaling
+
+    g = torch.Generator().manual_seed(9)
+    cost = squared_distances(torch.randn(48, 3, generator=g), torch.randn(48, 3, generator=g))
+    cost = cost / cost.mean()
+    scaled, logged = _sinkhorn_scaling(cost, 0.05, 5000, 1e-10), _sinkhorn_log(cost, 0.05, 5000, 1e-10)
+    torch.testing.assert_close(scaled, logged, rtol=1e-6, atol=1e-10)
+    uniform = np.full(48, 1 / 48)
+    reference = ot.sinkhorn(uniform, uniform, cost.numpy(), 0.05, method="sinkhorn_log", stopThr=1e-12)
+    torch.testing.assert_close(scaled, torch.from_numpy(reference), rtol=1e-5, atol=1e-9)

@@ -68,16 +68,38 @@ def squared_distances(x0: Tensor, x1: Tensor) -> Tensor:
 
 
 def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 5000, tol: float = 1e-4) -> Tensor:
-    """Entropic OT plan with uniform marginals by log-domain Sinkhorn iterations; cost (N, M) -> plan (N, M).
+    """Entropic OT plan with uniform marginals by Sinkhorn iterations; cost (N, M) -> plan (N, M).
 
-    pi_ij = exp((f_i + g_j - C_ij) / epsilon) with the potentials f, g updated alternately to match the
-    marginals a = 1/N, b = 1/M (Cuturi 2013; Peyre & Cuturi 2019, Sec. 4.4, Remark 4.23 for the log domain,
-    which stays finite for small epsilon). Stops when the L1 error of the row marginal (a probability vector)
-    is below ``tol`` or after ``max_iter`` sweeps; the column marginal is exact after each g update. The
-    default tol = 1e-4 is ample for sampling pairs; iterations grow roughly like 1 / epsilon.
+    pi = diag(u) K diag(v), K = exp(-C / epsilon), with u, v scaled alternately to match the marginals
+    a = 1/N, b = 1/M (Cuturi 2013): two matrix-vector products a sweep. Where K would underflow (C / epsilon
+    beyond what float64's exponent holds), the same iterations run on the potentials f = epsilon log u,
+    g = epsilon log v with logsumexp (Peyre & Cuturi 2019, Remark 4.23), several times slower but finite for
+    any epsilon. Stops when the L1 error of the row marginal (a probability vector) is below ``tol`` or after
+    ``max_iter`` sweeps; the column marginal is exact after each v update. The default tol = 1e-4 is ample for
+    sampling pairs; iterations grow roughly like 1 / epsilon.
     """
     if epsilon <= 0:
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    cost = cost.to(torch.float64)
+    if float(cost.max() - cost.min()) / epsilon < 600:  # exp(-600) ~ 1e-261: K's entries stay normal floats
+        return _sinkhorn_scaling(cost, epsilon, max_iter, tol)
+    return _sinkhorn_log(cost, epsilon, max_iter, tol)
+
+
+def _sinkhorn_scaling(cost: Tensor, epsilon: float, max_iter: int, tol: float) -> Tensor:
+    n, m = cost.shape
+    a, b = cost.new_full((n,), 1.0 / n), cost.new_full((m,), 1.0 / m)
+    kernel = torch.exp(-(cost - cost.min()) / epsilon)  # the shift cancels in the normalised plan
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    for it in range(max_iter):
+        u = a / (kernel @ v)
+        v = b / (kernel.T @ u)
+        if it % 10 == 9 and float((u * (kernel @ v) - a).abs().sum()) < tol:
+            break
+    return u[:, None] * kernel * v[None, :]
+
+
+def _sinkhorn_log(cost: Tensor, epsilon: float, max_iter: int, tol: float) -> Tensor:
     n, m = cost.shape
     log_a = torch.full((n,), -np.log(n), dtype=cost.dtype, device=cost.device)
     log_b = torch.full((m,), -np.log(m), dtype=cost.dtype, device=cost.device)
