@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     skip = set(filter(None, args.skip.split(",")))
     sets = [s for s in args.sets.split(",") if s]
     base = {"train.steps": steps, "train.num_threads": args.threads, "data.prefetch": False, "model.arch": "mlp",
+            "model.time_features": "fourier",  # the features docs/benchmarks.md's table was measured with
             "train.log_every": max(1, steps // 20), "train.ckpt_every": steps}
     mf = {**PRESETS["toy2d-meanflow"], **base, **parse_overrides(args.mf)}
     mf["train.steps"] = steps

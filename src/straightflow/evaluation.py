@@ -133,7 +133,8 @@ def data_source_draw(run: Run, n: int, seed: int) -> torch.Tensor:
 
 def format_table(report: EvalReport) -> str:
     """Aligned text: the floor (fresh held-out data scored like the samples) in the header, one line per row."""
-    head = (f"run {report.run}  n={report.n}  noise floor (a second held-out draw scored alike): W2 {report.noise_floor:.4f}, "
+    head = (f"run {report.run}  n={report.n}  noise floor (a second held-out draw scored alike): "
+            f"W2 {report.noise_floor:.4f}, "
             f"precision {report.floor_precision:.3f}, recall {report.floor_recall:.3f}, MMD {report.floor_mmd:.5f}"
             f"  straightness {report.straightness:.4f}")
     if report.crossing_rate is not None:

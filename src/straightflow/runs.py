@@ -19,7 +19,7 @@ from straightflow.solvers.integrate import ODESolution, odeint
 from straightflow.solvers.one_step import average_velocity_sample
 from straightflow.training.build import build_data, build_model
 from straightflow.training.checkpoint import load_checkpoint, load_state_strict
-from straightflow.training.config import RunConfig, config_from_dict
+from straightflow.training.config import RunConfig, config_from_saved
 from straightflow.training.device import pick_device
 
 __all__ = ["Run", "load_run", "sample_run", "AVERAGE_VELOCITY_SOLVER"]
@@ -56,7 +56,7 @@ def load_run(path: str | Path, weights: str = "ema", device: str = "auto") -> Ru
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     ckpt = path / CHECKPOINT if path.is_dir() else path
     tensors, meta = load_checkpoint(ckpt)
-    cfg = config_from_dict(meta["config"])
+    cfg = config_from_saved(meta["config"])
     dev = pick_device(device)
     model = build_model(cfg, int(meta["dim"]), int(meta.get("num_classes", 0)))
     load_state_strict(model, tensors, f"{weights}.", str(ckpt))

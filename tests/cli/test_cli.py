@@ -101,3 +101,18 @@ def test_malformed_data_file_is_named(tmp_path, capsys):
 def test_missing_run_is_named(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_plain_train_uses_each_methods_defaults_and_a_16d_toy_set_trains_samples_and_evaluates(tmp_path):
+    # Nothing but --data/--method/--out (and a tiny network): coupling and time features come from the
+    # method's defaults (training.config.METHOD_DEFAULTS) and config.json records them; moons16d is 16-D.
+    tiny = [a for a in TINY if a not in ("--steps", "30")]
+    for method, coupling, features in (("fm", "independent", "raw"), ("meanflow", "ot", "raw")):
+        out = tmp_path / method
+        assert main(["train", "--method", method, "--data", "moons16d", "--out", str(out), "--steps", "20",
+                     *tiny]) == 0
+        cfg = json.loads((out / "config.json").read_text())
+        assert (cfg["data"]["coupling"], cfg["model"]["time_features"]) == (coupling, features)
+        assert main(["sample", str(out), "--n", "30", "--out", str(tmp_path / f"{method}.npy")]) == 0
+        assert np.load(tmp_path / f"{method}.npy").shape == (30, 16)
+        assert main(["eval", str(out), "--n", "100", "--steps", "1"]) == 0

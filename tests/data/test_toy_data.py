@@ -10,6 +10,7 @@ from straightflow.data.toy import (
     EIGHT_GAUSSIANS_STD,
     TOY_DATASETS,
     sample_toy,
+    toy_dim,
     toy_entropy,
     toy_log_prob,
 )
@@ -20,9 +21,10 @@ def _gen(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize("name", TOY_DATASETS)
-def test_every_set_gives_finite_float32_points_of_shape_n_by_2(name):
+def test_every_set_gives_finite_float32_points_of_shape_n_by_its_dimension(name):
     x = sample_toy(name, 1000, _gen(0))
-    assert x.shape == (1000, 2) and x.dtype == torch.float32
+    assert x.shape == (1000, toy_dim(name)) and x.dtype == torch.float32
+    assert toy_dim(name) == (16 if name == "moons16d" else 2)
     assert torch.isfinite(x).all()
 
 
@@ -32,8 +34,8 @@ def test_same_generator_seed_reproduces_the_draw_and_another_seed_does_not(name)
     assert not torch.equal(sample_toy(name, 300, _gen(7)), sample_toy(name, 300, _gen(8)))
 
 
-@pytest.mark.parametrize("name", [name for name in TOY_DATASETS if name != "8gaussians"])
-def test_every_set_but_the_radius_5_gaussians_lies_roughly_in_the_box_minus_4_to_4(name):
+@pytest.mark.parametrize("name", [name for name in TOY_DATASETS if name not in ("8gaussians", "studentt")])
+def test_every_set_but_the_radius_5_gaussians_and_the_heavy_tails_lies_roughly_in_the_box_minus_4_to_4(name):
     x = sample_toy(name, 20000, _gen(1))
     assert x.abs().quantile(0.999).item() < 4.5
     assert x.abs().max().item() > 0.9  # not collapsed to a tiny blob either
@@ -138,3 +140,63 @@ def test_eight_gaussians_entropy_matches_a_monte_carlo_estimate_of_minus_mean_lo
 def test_entropy_of_a_set_without_closed_form_is_a_value_error():
     with pytest.raises(ValueError, match="swissroll"):
         toy_entropy("swissroll")
+
+
+# The harder sets of our own (lissajous, spiral, studentt, grid25, ringdot, moons16d): one property each.
+
+
+def test_lissajous_points_lie_within_a_few_noise_stds_of_the_curve():
+    x = sample_toy("lissajous", 2000, _gen(10)).double()
+    u = torch.linspace(0, 2 * math.pi, 20001, dtype=torch.float64)
+    curve = 3.0 * torch.stack([(3 * u + math.pi / 2).sin(), (2 * u).sin()], dim=1)
+    dist = torch.cdist(x, curve).min(dim=1).values
+    assert dist.median().item() < 0.03  # noise std 0.02: the median distance is about 0.67 std
+    assert dist.max().item() < 0.12
+
+
+def test_spiral_points_lie_near_one_thin_arm_of_radius_3_5():
+    from straightflow.data.toy import _spiral_curve
+
+    x = sample_toy("spiral", 2000, _gen(11)).double()
+    curve = _spiral_curve(torch.linspace(0, 4 * math.pi, 40001, dtype=torch.float64))
+    dist = torch.cdist(x, curve).min(dim=1).values
+    assert dist.median().item() < 0.04 and dist.max().item() < 0.2
+    assert 3.3 < x.norm(dim=1).max().item() < 3.7
+
+
+def test_student_t_has_heavy_tails_and_the_right_scale():
+    # 0.5 t_3 per coordinate (marginally a t with 3 dof): median |x_i| = 0.5 * 0.7649 and P(|x_i| > 0.5 * 5.841)
+    # = 1%; a Gaussian with that median would almost never pass 0.5 * 5.841.
+    x = sample_toy("studentt", 200000, _gen(12)).double()
+    assert abs(x.abs().median().item() - 0.5 * 0.7649) < 0.01
+    tail = (x.abs() > 0.5 * 5.841).double().mean().item()
+    assert 0.008 < tail < 0.012
+
+
+def test_grid25_has_25_equally_likely_clusters_of_std_0_05():
+    x = sample_toy("grid25", 50000, _gen(13)).double()
+    axis = 1.5 * (torch.arange(5, dtype=torch.float64) - 2)
+    centres = torch.cartesian_prod(axis, axis)
+    nearest = torch.cdist(x, centres).argmin(dim=1)
+    shares = torch.bincount(nearest, minlength=25).double() / len(x)
+    assert (shares - 1 / 25).abs().max().item() < 0.005
+    assert (x - centres[nearest]).std(dim=0).sub(0.05).abs().max().item() < 0.002
+
+
+def test_ringdot_is_a_thin_ring_with_70_percent_and_a_tight_dot_with_30_percent():
+    r = sample_toy("ringdot", 40000, _gen(14)).double().norm(dim=1)
+    ring = r > 1.5
+    assert abs(ring.double().mean().item() - 0.7) < 0.01
+    assert (r[ring] - 3.0).abs().max().item() < 0.2 and r[~ring].max().item() < 0.6
+
+
+def test_moons16d_is_moons_turned_by_a_fixed_rotation_with_thin_noise_off_the_plane():
+    from straightflow.data.toy import _moons16d_rotation
+
+    rot = _moons16d_rotation().double()
+    assert torch.allclose(rot @ rot.T, torch.eye(16, dtype=torch.float64), atol=1e-6)
+    x = sample_toy("moons16d", 20000, _gen(15)).double() @ rot  # back to [moons, noise]
+    assert x[:, 2:].std(dim=0).sub(0.05).abs().max().item() < 0.003
+    moons = sample_toy("moons", 20000, _gen(16)).double()
+    assert torch.allclose(x[:, :2].mean(dim=0), moons.mean(dim=0), atol=0.03)
+    assert torch.allclose(x[:, :2].std(dim=0), moons.std(dim=0), atol=0.03)

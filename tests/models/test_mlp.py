@@ -60,3 +60,22 @@ def test_time_end_time_and_label_each_change_the_output():
 def test_wrong_input_shape_is_a_clear_error():
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         MLP(2)(torch.randn(4, 3), torch.rand(4))
+
+
+@pytest.mark.parametrize("features", ["raw", "raw+fourier"])
+def test_raw_time_features_carry_the_time_and_its_tangent(features):
+    torch.manual_seed(0)
+    model = MLP(2, 32, 2, n_times=2, n_frequencies=4, time_features=features).double()
+    assert model.time_embed.dim == (1 if features == "raw" else 9)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    s, t = torch.rand(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    dx, ds, dt = torch.randn_like(x), torch.randn_like(s), torch.randn_like(t)
+    _, dout = model(x, s, t, tangent=(dx, ds, dt))
+    _, ref = torch.func.jvp(lambda a, b, c: model(a, b, c), (x, s, t), (dx, ds, dt))
+    assert torch.allclose(dout, ref, atol=1e-10)
+    assert model.time_embed(torch.tensor([0.25], dtype=torch.float64))[0, 0].item() == 0.25  # tau itself first
+
+
+def test_unknown_time_features_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown time_features 'sine'"):
+        MLP(2, 8, 1, time_features="sine")

@@ -35,3 +35,62 @@ def test_invalid_toml_is_a_clear_error(tmp_path):
 def test_every_preset_applies_cleanly():
     for overrides in PRESETS.values():
         apply_overrides(RunConfig(), overrides)
+
+
+# Defaults by method (METHOD_DEFAULTS): the plain `train --method M --data D` gets each method's winners.
+
+
+def test_plain_configs_resolve_to_each_methods_defaults_for_vectors_and_images():
+    from straightflow.training.config import METHOD_DEFAULTS, resolve_defaults
+
+    for method in ("fm", "meanflow"):
+        for kind in ("vectors", "images"):
+            cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": method}), vectors=kind == "vectors")
+            want = METHOD_DEFAULTS[(method, kind)]
+            got = {"data.coupling": cfg.data.coupling, "model.time_features": cfg.model.time_features,
+                   "train.steps": cfg.train.steps}
+            assert got == want
+    mf = resolve_defaults(apply_overrides(RunConfig(), {"method.name": "meanflow"}))
+    assert mf.data.coupling == "ot" and mf.model.time_features == "raw"
+    assert resolve_defaults(RunConfig(), vectors=False).model.time_features == "fourier"  # images
+
+
+def test_values_given_win_over_method_defaults_and_resolving_twice_changes_nothing():
+    from straightflow.training.config import resolve_defaults
+
+    given = {"method.name": "meanflow", "data.coupling": "independent", "train.steps": 7,
+             "model.time_features": "raw+fourier"}
+    cfg = resolve_defaults(apply_overrides(RunConfig(), given))
+    assert (cfg.data.coupling, cfg.train.steps, cfg.model.time_features) == ("independent", 7, "raw+fourier")
+    assert resolve_defaults(cfg) == cfg
+    pairs = resolve_defaults(apply_overrides(RunConfig(), {"method.name": "meanflow", "data.pairs": "p"}))
+    assert pairs.data.coupling == "independent"  # fixed pairs are already coupled
+
+
+def test_saved_configs_that_predate_a_field_load_with_its_old_value():
+    from straightflow.training.config import config_from_saved, config_to_dict
+
+    old = config_to_dict(apply_overrides(RunConfig(), {"data.coupling": "independent", "train.steps": 5000}))
+    del old["model"]["time_features"], old["model"]["max_frequency"]
+    cfg = config_from_saved(old)
+    assert (cfg.model.time_features, cfg.model.max_frequency) == ("fourier", 10.0)
+    new = config_to_dict(apply_overrides(RunConfig(), {"model.time_features": "raw"}))
+    assert config_from_saved(new).model.time_features == "raw"
+
+
+def test_train_help_names_each_methods_default():
+    from straightflow.training.config import method_defaults_help
+
+    text = method_defaults_help("data.coupling")
+    assert "ot (meanflow, vectors)" in text and "independent (fm, vectors)" in text
+
+
+def test_a_resumed_run_takes_its_auto_fields_from_its_saved_config():
+    from straightflow.training.config import resolve_defaults
+
+    saved = apply_overrides(RunConfig(), {"method.name": "meanflow", "data.coupling": "independent",
+                                          "train.steps": 5000, "model.time_features": "fourier"})
+    plain = apply_overrides(RunConfig(), {"method.name": "meanflow"})
+    cfg = resolve_defaults(plain, like=saved)
+    assert (cfg.data.coupling, cfg.train.steps, cfg.model.time_features) == ("independent", 5000, "fourier")
+    assert resolve_defaults(apply_overrides(plain, {"train.steps": 9000}), like=saved).train.steps == 9000

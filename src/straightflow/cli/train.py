@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from straightflow.cli.common import add_config_args, config_from_args
+from straightflow.training.config import method_defaults_help
 
 # flag dest -> config field
 FLAGS = {
@@ -27,11 +28,13 @@ def add_parser(subs) -> None:
     )
     p.add_argument("--method", help="fm (flow matching / rectified flow) or meanflow")
     p.add_argument("--data", help="toy set (8gaussians, moons, checkerboard, circles, swissroll, 2spirals, "
-                   "pinwheel), a .npy/.csv file of shape (N, D), or images: digits, mnist, fashion-mnist, cifar10, "
+                   "pinwheel, lissajous, spiral, studentt, grid25, ringdot, moons16d), "
+                   "a .npy/.csv file of shape (N, D), or images: digits, mnist, fashion-mnist, cifar10, "
                    "folder:PATH")
     p.add_argument("--source", help="'gaussian' (default) or a data set, for data-to-data transport")
-    p.add_argument("--coupling", help="independent | ot (exact minibatch OT) | sinkhorn")
-    p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--coupling", help="independent | ot (exact minibatch OT) | sinkhorn; "
+                   + method_defaults_help("data.coupling"))
+    p.add_argument("--steps", type=int, help="training steps; " + method_defaults_help("train.steps"))
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)

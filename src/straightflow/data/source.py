@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from straightflow.data.files import VECTOR_SUFFIXES, load_vectors
-from straightflow.data.toy import TOY_DATASETS, TOY_WITH_DENSITY, sample_toy, toy_log_prob
+from straightflow.data.toy import TOY_DATASETS, TOY_WITH_DENSITY, sample_toy, toy_dim, toy_log_prob
 from straightflow.rng import randint, randn
 
 __all__ = [
@@ -105,14 +105,15 @@ class DataSource(ABC):
 
 
 class ToySource(DataSource):
-    """A 2-D toy set from :mod:`straightflow.data.toy`: every call draws fresh samples, on the CPU."""
+    """A toy set from :mod:`straightflow.data.toy` (2-D; 16-D for moons16d): every call draws fresh samples,
+    on the CPU."""
 
     draws_on_any_device = False  # sample_toy is CPU code
 
     def __init__(self, name: str) -> None:
         if name not in TOY_DATASETS:
             raise ValueError(f"unknown data set '{name}'; choose from: {', '.join(TOY_DATASETS)}")
-        self.name, self.shape = name, (2,)
+        self.name, self.shape = name, (toy_dim(name),)
 
     @property
     def has_log_prob(self) -> bool:

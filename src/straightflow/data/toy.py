@@ -14,6 +14,19 @@ independently for each point, never in fixed halves. All sets live roughly in [-
 - ``2spirals``: FFJORD's two interleaved spirals over 1.5 turns, divided by 3, noise std 0.1.
 - ``pinwheel``: FFJORD's pinwheel, 5 arms, radial std 0.3, tangential std 0.1, rate 0.25, times 2.
 
+Harder shapes of our own, for choosing defaults over many kinds of data (benchmarks/defaults2d.py):
+
+- ``lissajous``: a thin closed curve that crosses itself, 3 (sin(3u + pi/2), sin(2u)), u uniform, plus
+  Gaussian noise of std 0.02 (thin structure: the curve is 150x longer than it is thick).
+- ``spiral``: one thin arm of 2 turns, radius 3.5 at the end, uniform along its length, noise std 0.03.
+- ``studentt``: heavy tails, 0.5 times a 2-D Student-t with 3 degrees of freedom (infinite 4th moment).
+- ``grid25``: 25 tiny clusters, Gaussians of std 0.05 centred on a 5 x 5 grid of spacing 1.5.
+- ``ringdot``: two scales at once, 70% a thin ring (radius 3, noise std 0.03) and 30% a tight
+  Gaussian (std 0.1) at the centre.
+- ``moons16d``: a higher-dimensional set, the 2-D ``moons`` in the first two of 16 coordinates, the
+  other 14 Gaussian with std 0.05, turned by one fixed random rotation (a thickened 2-D manifold in 16-D).
+  Every other set is 2-D; :func:`toy_dim` gives each set's dimension.
+
 Two sets have a known density: :func:`toy_log_prob` and :func:`toy_entropy` serve those.
 """
 
@@ -34,6 +47,7 @@ __all__ = [
     "sample_toy",
     "toy_log_prob",
     "toy_entropy",
+    "toy_dim",
 ]
 
 EIGHT_GAUSSIANS_RADIUS = 5.0
@@ -108,6 +122,74 @@ def _pinwheel(n: int, g: torch.Generator | None) -> Tensor:
     return 2.0 * torch.stack([r * c + q * s, -r * s + q * c], dim=1)
 
 
+def _lissajous(n: int, g: torch.Generator | None) -> Tensor:
+    """A thin self-crossing curve: 3 (sin(3u + pi/2), sin(2u)) for u uniform on [0, 2 pi), noise std 0.02."""
+    u = 2.0 * math.pi * _rand(n, g)
+    curve = 3.0 * torch.stack([(3.0 * u + math.pi / 2).sin(), (2.0 * u).sin()], dim=1)
+    return curve + 0.02 * _randn(n, 2, generator=g)
+
+
+SPIRAL_TURNS, SPIRAL_RADIUS = 2.0, 3.5
+
+
+def _spiral_curve(angle: Tensor) -> Tensor:
+    """The arm r = SPIRAL_RADIUS angle / angle_max at angle in [0, angle_max]: (B,) -> (B, 2)."""
+    r = SPIRAL_RADIUS * angle / (2.0 * math.pi * SPIRAL_TURNS)
+    return torch.stack([r * angle.cos(), r * angle.sin()], dim=1)
+
+
+def _spiral(n: int, g: torch.Generator | None) -> Tensor:
+    """One thin Archimedean arm of 2 turns out to radius 3.5, uniform along its length, noise std 0.03."""
+    angle = _rand(n, g).sqrt() * (2.0 * math.pi * SPIRAL_TURNS)  # sqrt: arc length grows like angle^2
+    return _spiral_curve(angle) + 0.03 * _randn(n, 2, generator=g)
+
+
+def _student_t(n: int, g: torch.Generator | None) -> Tensor:
+    """Heavy tails: 0.5 z / sqrt(chi2_3 / 3), z ~ N(0, I_2), one chi-square draw per point (3 dof)."""
+    chi2 = _randn(n, 3, generator=g).pow(2).sum(dim=1)
+    return 0.5 * _randn(n, 2, generator=g) / (chi2 / 3.0).sqrt()[:, None]
+
+
+GRID25_SPACING, GRID25_STD = 1.5, 0.05
+
+
+def _grid25_centres() -> Tensor:
+    """The 25 centres, (25, 2): a 5 x 5 grid of spacing 1.5 centred on the origin."""
+    axis = GRID25_SPACING * (torch.arange(5, dtype=torch.float32) - 2.0)
+    return torch.cartesian_prod(axis, axis)
+
+
+def _grid25(n: int, g: torch.Generator | None) -> Tensor:
+    """25 tiny clusters: isotropic Gaussians of std 0.05 on a 5 x 5 grid (spacing 1.5), equal weights."""
+    which = torch.randint(0, 25, (n,), generator=g)
+    return _grid25_centres()[which] + GRID25_STD * _randn(n, 2, generator=g)
+
+
+def _ringdot(n: int, g: torch.Generator | None) -> Tensor:
+    """Two scales: with probability 0.7 a thin ring (radius 3, noise 0.03), else a centre Gaussian (std 0.1)."""
+    theta = 2.0 * math.pi * _rand(n, g)
+    ring = 3.0 * torch.stack([theta.cos(), theta.sin()], dim=1) + 0.03 * _randn(n, 2, generator=g)
+    dot = 0.1 * _randn(n, 2, generator=g)
+    return torch.where((_rand(n, g) < 0.7)[:, None], ring, dot)
+
+
+MOONS16D_DIM, MOONS16D_NOISE = 16, 0.05
+
+
+@lru_cache(maxsize=1)
+def _moons16d_rotation() -> Tensor:
+    """A fixed orthogonal (16, 16) matrix: QR of a Gaussian matrix drawn from seed 0, in float64."""
+    a = torch.randn(MOONS16D_DIM, MOONS16D_DIM, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return (q * torch.sign(torch.diagonal(r))).to(torch.float32)  # sign fix: a unique Q
+
+
+def _moons16d(n: int, g: torch.Generator | None) -> Tensor:
+    """``moons`` in 16-D: [moons, 0.05 N(0, I_14)] times a fixed rotation (rows: x -> x R^T)."""
+    x = torch.cat([_moons(n, g), MOONS16D_NOISE * _randn(n, MOONS16D_DIM - 2, generator=g)], dim=1)
+    return x @ _moons16d_rotation().T
+
+
 _SAMPLERS: dict[str, _Sampler] = {
     "8gaussians": _eight_gaussians,
     "moons": _moons,
@@ -116,7 +198,14 @@ _SAMPLERS: dict[str, _Sampler] = {
     "swissroll": _swissroll,
     "2spirals": _two_spirals,
     "pinwheel": _pinwheel,
+    "lissajous": _lissajous,
+    "spiral": _spiral,
+    "studentt": _student_t,
+    "grid25": _grid25,
+    "ringdot": _ringdot,
+    "moons16d": _moons16d,
 }
+_DIMS: dict[str, int] = {"moons16d": MOONS16D_DIM}  # every other set is 2-D
 
 TOY_DATASETS: tuple[str, ...] = tuple(_SAMPLERS)
 TOY_WITH_DENSITY: tuple[str, ...] = ("8gaussians", "checkerboard")
@@ -127,8 +216,14 @@ def _check_name(name: str, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{what} '{name}'; choose from: {', '.join(allowed)}")
 
 
+def toy_dim(name: str) -> int:
+    """The dimension of the toy set `name` (2 for all but ``moons16d``)."""
+    _check_name(name, TOY_DATASETS, "unknown data set")
+    return _DIMS.get(name, 2)
+
+
 def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
-    """Draw n i.i.d. points of the toy set `name`: returns (n, 2) float32 on the CPU.
+    """Draw n i.i.d. points of the toy set `name`: returns (n, toy_dim(name)) float32 on the CPU.
 
     `generator` (a CPU `torch.Generator`) makes the draw reproducible; None uses torch's global RNG.
     """

@@ -14,37 +14,46 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FourierTime", "LabelEmbedding", "time_inputs", "time_features", "TIME_INPUTS"]
+__all__ = ["FourierTime", "LabelEmbedding", "time_inputs", "time_features", "widen_to_two_times", "TIME_INPUTS"]
 
 # How a two-time model sees its pair (s, t): the point x lives at s, the jump ends at t.
 TIME_INPUTS = ("s,t-s", "s,t", "t,t-s")
 
 
 class FourierTime(nn.Module):
-    """phi: (B,) -> (B, 2K) fixed (not learned) Fourier features of one time input."""
+    """phi: (B,) -> (B, 2K) fixed (not learned) Fourier features of one time input; (B, 2K + 1) with `raw`,
+    which puts tau itself first (K may then be 0: the raw time alone)."""
 
     # w_max = 10: measured on 2-D MeanFlow (benchmarks/meanflow2d.py), w_max = 200 made the JVP target blow up
     # (d phi / d tau grows like w_max) and one-step W2 fell from 5.98x to 1.62x the floor at w_max = 10;
     # flow matching is as good with it.
-    def __init__(self, n_frequencies: int = 16, w_min: float = 1.0, w_max: float = 10.0):
+    def __init__(self, n_frequencies: int = 16, w_min: float = 1.0, w_max: float = 10.0, raw: bool = False):
         super().__init__()
-        if n_frequencies < 1:
-            raise ValueError(f"n_frequencies must be >= 1, got {n_frequencies}")
+        if n_frequencies < 0 or (n_frequencies == 0 and not raw):
+            raise ValueError(f"n_frequencies must be >= 1 (or 0 with the raw time), got {n_frequencies}")
         freqs = torch.exp(torch.linspace(math.log(w_min), math.log(w_max), n_frequencies))
         # Persistent: a checkpoint records the frequencies it was trained with, so a change of default is caught.
         self.register_buffer("freqs", freqs)
-        self.dim = 2 * n_frequencies
+        self.raw = raw  # prepend tau itself: [tau, sin(w tau), cos(w tau)]
+        self.dim = 2 * n_frequencies + int(raw)
 
     def forward(self, tau: Tensor) -> Tensor:
         arg = tau.to(self.freqs.dtype)[:, None] * self.freqs  # (B, K)
-        return torch.cat([arg.sin(), arg.cos()], dim=1)
+        parts = [arg.sin(), arg.cos()]
+        if self.raw:
+            parts.insert(0, tau.to(self.freqs.dtype)[:, None])
+        return torch.cat(parts, dim=1)
 
     def with_tangent(self, tau: Tensor, dtau: Tensor) -> tuple[Tensor, Tensor]:
-        """(phi(tau), J_phi dtau), both (B, 2K)."""
+        """(phi(tau), J_phi dtau), both (B, dim)."""
         arg = tau.to(self.freqs.dtype)[:, None] * self.freqs
         sin, cos = arg.sin(), arg.cos()
         dt = dtau.to(self.freqs.dtype)[:, None] * self.freqs
-        return torch.cat([sin, cos], dim=1), torch.cat([dt * cos, -dt * sin], dim=1)
+        value, tangent = [sin, cos], [dt * cos, -dt * sin]
+        if self.raw:
+            value.insert(0, tau.to(self.freqs.dtype)[:, None])
+            tangent.insert(0, dtau.to(self.freqs.dtype)[:, None])
+        return torch.cat(value, dim=1), torch.cat(tangent, dim=1)
 
 
 def time_inputs(s: Tensor, t: Tensor, kind: str) -> tuple[Tensor, Tensor]:
@@ -99,3 +108,25 @@ class LabelEmbedding(nn.Module):
         if label is None:
             label = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
         return self.table(label)
+
+
+def widen_to_two_times(state: dict, model: nn.Module, prefix: str = "") -> dict:
+    """A one-time network's state dict (v(x, t)) adapted to the two-time `model` (u(x, s, t)), so that
+    u(x, s, t) = v(x, tau_1) at every t: the teacher's weights start a distilled average-velocity student.
+
+    The network's first layer on the time features, named by `model.time_feature_layer` = (name, column
+    where the first time's features begin), reads [..., phi(tau_1), phi(tau_2), ...] where the teacher read
+    [..., phi(t), ...]: the teacher's columns go to tau_1 and tau_2's columns are zero. tau_1 = s for the
+    default time_inputs "s,t-s", so the student starts as u(x, s, t) = v(x, s). `prefix` is the state's key
+    prefix (e.g. "ema."). Every other entry is returned as it is.
+    """
+    name, start = model.time_feature_layer
+    key = f"{prefix}{name}.weight"
+    w = state[key]
+    target = dict(model.named_parameters())[f"{name}.weight"]
+    features = target.shape[1] - w.shape[1]
+    if w.dim() != 2 or target.shape[0] != w.shape[0] or features <= 0:
+        raise ValueError(f"cannot widen {key} of shape {tuple(w.shape)} to the two-time layer {tuple(target.shape)}")
+    end = start + features
+    widened = torch.cat([w[:, :end], w.new_zeros(w.shape[0], features), w[:, end:]], dim=1)
+    return {**state, key: widened}

@@ -1,6 +1,7 @@
 """A time-conditioned MLP for vectors: v(x, t) with one time input, u(x, s, t) with two.
 
     h_0 = [x, phi(tau_1), (phi(tau_2)), (e(label))]         (B, D + F)
+    phi(tau) = sin/cos(w tau), tau, or [tau, sin/cos(w tau)]  time_features = fourier | raw | raw+fourier
     h_l = SiLU(W_l h_{l-1} + b_l),  l = 1..depth            (B, width)
     out = W_out h_depth + b_out                             (B, D)
 
@@ -18,7 +19,10 @@ from torch import Tensor, nn
 from straightflow.models import tangent as tg
 from straightflow.models.embeddings import FourierTime, LabelEmbedding, time_features
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "TIME_FEATURES"]
+
+# What the network sees of each time input tau: Fourier features [sin(w tau), cos(w tau)], tau itself, or both.
+TIME_FEATURES = ("fourier", "raw", "raw+fourier")
 
 
 class MLP(nn.Module):
@@ -38,16 +42,26 @@ class MLP(nn.Module):
         time_inputs: str = "s,t-s",
         n_frequencies: int = 16,
         num_classes: int = 0,
+        max_frequency: float = 10.0,
+        time_features: str = "fourier",
     ):
         super().__init__()
         if n_times not in (1, 2):
             raise ValueError(f"n_times must be 1 or 2, got {n_times}")
         self.dim, self.n_times, self.time_kind, self.num_classes = dim, n_times, time_inputs, num_classes
-        self.time_embed = FourierTime(n_frequencies)
+        if time_features not in TIME_FEATURES:
+            raise ValueError(f"unknown time_features {time_features!r}; choose from: {', '.join(TIME_FEATURES)}")
+        self.time_embed = FourierTime(0 if time_features == "raw" else n_frequencies, w_max=max_frequency,
+                                      raw=time_features != "fourier")
         self.label_embed = LabelEmbedding(num_classes, width) if num_classes > 0 else None
         in_dim = dim + n_times * self.time_embed.dim + (width if num_classes > 0 else 0)
         self.hidden = nn.ModuleList(nn.Linear(in_dim if i == 0 else width, width) for i in range(depth))
         self.out = nn.Linear(width, dim)
+
+    @property
+    def time_feature_layer(self) -> tuple[str, int]:
+        """(the first layer, the column where its time features begin): see embeddings.widen_to_two_times."""
+        return "hidden.0", self.dim
 
     def forward(
         self,

@@ -13,9 +13,11 @@ from straightflow.models.mlp import MLP
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import get_coupling
 from straightflow.paths.schedule import get_scheduler
-from straightflow.training.config import METHODS, RunConfig
+from straightflow.training.config import METHODS, RunConfig, resolve_defaults
 
-__all__ = ["build_data", "build_model", "build_method", "build_coupling", "build_pairs", "num_classes_of"]
+__all__ = [
+    "build_data", "build_model", "build_method", "build_teacher", "build_coupling", "build_pairs", "num_classes_of",
+]
 
 
 def build_data(cfg: RunConfig):
@@ -59,20 +61,23 @@ def build_coupling(cfg: RunConfig):
 def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
     """The network for data of `dim` entries: an MLP for vectors, a U-Net or DiT for images (arch "auto":
     unet for image data sets, mlp otherwise)."""
-    m = cfg.model
-    n_times = 2 if cfg.method.name == "meanflow" else 1
-    if m.arch not in ("auto", "mlp", "unet", "dit"):
-        raise ValueError(f"unknown model arch {m.arch!r}; choose from: auto, mlp, unet, dit")
+    if cfg.model.arch not in ("auto", "mlp", "unet", "dit"):
+        raise ValueError(f"unknown model arch {cfg.model.arch!r}; choose from: auto, mlp, unet, dit")
     from straightflow.data.images import image_shape, is_image_spec
 
     images = is_image_spec(cfg.data.data)
+    m = resolve_defaults(cfg, vectors=not images).model  # model.time_features "auto" -> the method's default
+    n_times = 2 if cfg.method.name == "meanflow" else 1
     arch = ("unet" if images else "mlp") if m.arch == "auto" else m.arch
     if arch == "mlp":
         if images:
             raise ValueError(f"model.arch=mlp takes vectors, and '{cfg.data.data}' holds images; use unet or dit")
-        return MLP(dim, m.width, m.depth, n_times, m.time_inputs, m.n_frequencies, num_classes)
+        return MLP(dim, m.width, m.depth, n_times, m.time_inputs, m.n_frequencies, num_classes, m.max_frequency,
+                   m.time_features)
     if not images:
         raise ValueError(f"model.arch={arch} takes images, and '{cfg.data.data}' holds vectors; use mlp")
+    if m.time_features != "fourier":
+        raise ValueError(f"model.time_features={m.time_features} is for the mlp; {arch} takes fourier")
     from straightflow.models.dit import DiT
     from straightflow.models.unet import UNet, parse_int_tuple
 
@@ -94,8 +99,37 @@ def _time_sampler(cfg: RunConfig):
     return get_time_sampler(cfg.method.time_sampler, **kw)
 
 
-def build_method(cfg: RunConfig, num_classes: int = 0):
-    """The training objective: an object with .loss(model, batch, generator) -> LossOutput."""
+def build_teacher(cfg: RunConfig, dim: int, num_classes: int, device) -> nn.Module | None:
+    """The frozen velocity network (EMA weights) of the run in method.teacher, on `device`; None without one.
+
+    It must be a flow-matching run on data of the same dimension and classes, and the method MeanFlow."""
+    if not cfg.method.teacher:
+        return None
+    from pathlib import Path
+
+    from straightflow.training.checkpoint import load_checkpoint, load_state_strict
+    from straightflow.training.config import config_from_saved
+
+    if cfg.method.name != "meanflow":
+        raise ValueError(f"method.teacher is for method meanflow (teacher distillation), not {cfg.method.name!r}")
+    path = Path(cfg.method.teacher)
+    ckpt = path / "checkpoint.safetensors" if path.is_dir() else path
+    tensors, meta = load_checkpoint(ckpt)
+    teacher_cfg = config_from_saved(meta["config"])
+    if teacher_cfg.method.name != "fm":
+        raise ValueError(f"method.teacher must be a flow-matching (velocity) run; {path} is a "
+                         f"{teacher_cfg.method.name} run")
+    if (int(meta["dim"]), int(meta.get("num_classes", 0))) != (dim, num_classes):
+        raise ValueError(f"method.teacher {path} has data of dimension {meta['dim']} with "
+                         f"{meta.get('num_classes', 0)} classes; this run has {dim} with {num_classes}")
+    teacher = build_model(teacher_cfg, dim, num_classes)
+    load_state_strict(teacher, tensors, "ema.", str(ckpt))
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None = None):
+    """The training objective: an object with .loss(model, batch, generator) -> LossOutput; `teacher` (see
+    build_teacher) for MeanFlow teacher distillation."""
     me = cfg.method
     if me.name not in METHODS:
         raise ValueError(f"unknown method {me.name!r}; choose from: {', '.join(METHODS)}")
@@ -109,4 +143,5 @@ def build_method(cfg: RunConfig, num_classes: int = 0):
         path, _time_sampler(cfg), num_classes=num_classes,
         label_dropout=me.label_dropout if num_classes else 0.0, ratio=me.ratio,
         weight_power=me.weight_power, weight_eps=me.weight_eps, jvp=me.jvp, omega=me.omega, kappa=me.kappa,
+        teacher=teacher,
     )

@@ -21,7 +21,8 @@ else:  # pragma: no cover
 
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "TrainConfig", "RunConfig",
-    "PRESETS", "apply_overrides", "load_toml", "config_from_dict", "config_to_dict",
+    "PRESETS", "METHOD_DEFAULTS", "apply_overrides", "load_toml", "config_from_dict", "config_from_saved",
+    "config_to_dict", "resolve_defaults", "method_defaults_help",
 ]
 
 METHODS = ("fm", "meanflow")
@@ -31,7 +32,8 @@ METHODS = ("fm", "meanflow")
 class DataConfig:
     data: str = "moons"  # a toy set name, or a path to a .npy / .csv of shape (N, D)
     source: str = "gaussian"  # "gaussian", or another data set for data-to-data transport
-    coupling: str = "independent"  # independent | ot | sinkhorn (minibatch pairing of x0 with x1)
+    # auto (METHOD_DEFAULTS) | independent | ot | sinkhorn: the minibatch pairing of x0 with x1
+    coupling: str = "auto"
     sinkhorn_epsilon: float = 0.05  # entropic regularisation, relative to the mean cost
     prefetch: bool = True  # solve the next batch's OT / Sinkhorn coupling in a background thread
     # Images (data = digits | mnist | fashion-mnist | cifar10 | folder:PATH; see data/images.py)
@@ -51,6 +53,10 @@ class ModelConfig:
     width: int = 256  # mlp: hidden width; dit: token width
     depth: int = 3  # mlp: hidden layers; dit: transformer blocks
     n_frequencies: int = 16  # Fourier time features per time input
+    # mlp: what the network sees of each time input: fourier (n_frequencies sin/cos pairs), raw (the time
+    # itself, one number), raw+fourier (both); auto: METHOD_DEFAULTS. unet and dit take fourier only.
+    time_features: str = "auto"
+    max_frequency: float = 10.0  # mlp: largest angular frequency of the Fourier time features (smallest 1)
     time_inputs: str = "s,t-s"  # what a two-time (MeanFlow) network sees of (s, t)
     # U-Net (models/unet.py)
     channels: int = 32  # base channels of the first level
@@ -78,8 +84,9 @@ class MethodConfig:
     weight_power: float = 0.5  # p in w = 1 / (|delta|^2 + c)^p
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
-    omega: float = 1.0  # guidance folded into training
+    omega: float = 1.0  # guidance folded into training (with a teacher: the teacher's guidance scale)
     kappa: float = 0.0
+    teacher: str = ""  # meanflow: a flow-matching run whose velocity replaces the conditional one in the target
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5000
+    steps: int = 0  # training steps; 0 = the method's default (METHOD_DEFAULTS)
     batch_size: int = 256
     seed: int = 0
     log_every: int = 100
@@ -118,6 +125,49 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# Defaults that depend on the method and on the kind of data, kept in this one table. Their fields default to
+# "auto" (data.coupling, model.time_features) or 0 (train.steps); resolve_defaults fills them in when a run
+# starts (the Trainer calls it), and config.json records the values used. A value given anywhere (preset,
+# TOML, flag, --set) wins.
+# Vectors: chosen by benchmarks/defaults2d.py over 13 toy sets, each run within 3 CPU minutes on one thread
+# (docs/benchmarks.md). Images: the settings every images preset and doc assumed before.
+METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 15000},
+    ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 8000},
+    ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000},
+    ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000},
+}
+# The values that mean "the method's default".
+_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0}
+
+
+def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None) -> RunConfig:
+    """cfg with every field still at "auto" (data.coupling, model.time_features) or 0 (train.steps) set from
+    METHOD_DEFAULTS for its method and kind of data (vectors, or images); fields given a value are kept. Fixed
+    pairs (data.pairs, reflow and distillation) are already coupled, so their auto coupling is "independent".
+    `like` (a resumed run's saved config) supplies the auto fields instead, so that a run made under older
+    defaults resumes with the values it was made with."""
+    if cfg.method.name not in METHODS:
+        raise ValueError(f"unknown method {cfg.method.name!r}; choose from: {', '.join(METHODS)}")
+    table = METHOD_DEFAULTS[(cfg.method.name, "vectors" if vectors else "images")]
+    if cfg.data.pairs:
+        table = {**table, "data.coupling": "independent"}
+    if like is not None:
+        table = {key: getattr(getattr(like, key.partition(".")[0]), key.partition(".")[2]) for key in _AUTO_VALUES}
+    changes = {}
+    for key, auto in _AUTO_VALUES.items():
+        section, _, name = key.partition(".")
+        if getattr(getattr(cfg, section), name) == auto:
+            changes[key] = table[key]
+    return apply_overrides(cfg, changes)
+
+
+def method_defaults_help(key: str) -> str:
+    """'ot for meanflow on vectors, independent otherwise'-style text for --help, from METHOD_DEFAULTS."""
+    parts = [f"{v[key]} ({method}, {kind})" for (method, kind), v in METHOD_DEFAULTS.items()]
+    return "default by method and data: " + ", ".join(parts)
+
+
 # Named presets: dotted overrides applied over the defaults (then TOML, then flags).
 PRESETS: dict[str, dict[str, Any]] = {
     "toy2d-fm": {},
@@ -127,6 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy2d-meanflow": {
         "method.name": "meanflow", "method.ratio": 0.5, "method.weight_power": 0.5,
         "method.weight_eps": 1e-3, "data.coupling": "ot", "train.steps": 20000, "optim.ema_decay": 0.999,
+        "model.time_features": "fourier",  # what its tables were measured with (the plain default is now raw)
     },
     # MeanFlow paper (Geng et al. 2025), ImageNet 256 settings, written in our convention: the paper's time runs
     # the other way, so its logit-normal(-0.4, 1) is logit-normal(+0.4, 1) here; it sums the squared error over
@@ -217,6 +268,18 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Nested {"train": {"steps": 10}} (as in TOML or config.json) -> RunConfig."""
     return apply_overrides(base or RunConfig(), _flatten(d))
+
+
+# Fields added after runs were first saved, with the value that runs saved without them were made with: a
+# saved config.json that lacks one is read with this value, not the current default (old checkpoints load).
+_SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_features": "fourier"}
+
+
+def config_from_saved(d: dict[str, Any]) -> RunConfig:
+    """A run's saved config (checkpoint metadata / config.json) -> RunConfig; fields the run predates take
+    their value from before they existed (_SAVED_BEFORE)."""
+    flat = _flatten(d)
+    return apply_overrides(RunConfig(), {**{k: v for k, v in _SAVED_BEFORE.items() if k not in flat}, **flat})
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

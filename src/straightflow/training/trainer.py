@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from straightflow import __version__
 from straightflow.data.epochs import epoch_indices
+from straightflow.models.embeddings import widen_to_two_times
 from straightflow.paths.coupling import CoupledBatch
 from straightflow.rng import step_generator
 from straightflow.training.build import (
@@ -38,6 +39,7 @@ from straightflow.training.build import (
     build_method,
     build_model,
     build_pairs,
+    build_teacher,
     num_classes_of,
 )
 from straightflow.training.checkpoint import (
@@ -47,7 +49,7 @@ from straightflow.training.checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from straightflow.training.config import RunConfig, config_from_dict, config_to_dict, dumps
+from straightflow.training.config import RunConfig, config_from_saved, config_to_dict, dumps, resolve_defaults
 from straightflow.training.device import autocast, pick_device, to_device
 from straightflow.training.distributed import (
     all_reduce_mean,
@@ -107,8 +109,13 @@ class Trainer:
     """Holds what a run's state is made of: model, EMA, optimizer, step. `fit()` runs the loop."""
 
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.out, self.progress = Path(out), progress
         self.data, self.source = build_data(cfg)
+        # Fields left to the method's default (data.coupling "auto", train.steps 0) get their values here, once.
+        saved = None
+        if resume and (self.out / CHECKPOINT).exists():  # a resumed run keeps the defaults it was made with
+            saved = config_from_saved(load_checkpoint(self.out / CHECKPOINT)[1]["config"])
+        cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved)
         threads = cfg.train.num_threads
         if threads == 0 and len(getattr(self.data, "shape", ())) <= 1:
             # A small MLP gains little from a second thread, and OpenMP threads that spin-wait collapse (100x
@@ -134,7 +141,8 @@ class Trainer:
             self.pairs = self.pairs.to(self.batch_device)
         else:  # finite sets are copied to the device once, here, instead of one batch per step
             self.data, self.source = self.data.to(self.batch_device), self.source.to(self.batch_device)
-        self.method = build_method(cfg, self.num_classes)
+        teacher = build_teacher(cfg, self.data.dim, self.num_classes, self.device)
+        self.method = build_method(cfg, self.num_classes, teacher)
         torch.manual_seed(cfg.train.seed)
         self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
@@ -308,7 +316,7 @@ class Trainer:
     def _resume(self) -> None:
         path = self.out / CHECKPOINT
         tensors, meta = load_checkpoint(path)
-        saved = config_from_dict(meta["config"])
+        saved = config_from_saved(meta["config"])
         # Everything but the length of the run and run-time knobs must match the checkpoint.
         def fixed(c: RunConfig) -> dict:
             d = config_to_dict(c)
@@ -329,7 +337,9 @@ class Trainer:
     def _init_from(self, run: str) -> None:
         """Start model and EMA from another run's EMA weights (the flow that made the pairs); fresh AdamW."""
         path = Path(run)
-        tensors, _ = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+        tensors, meta = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+        if config_from_saved(meta["config"]).method.name != "meanflow" and self.cfg.method.name == "meanflow":
+            tensors = widen_to_two_times(tensors, self.model, prefix="ema.")  # a velocity teacher's weights
         load_state_strict(self.model, tensors, "ema.", f"{run} (train.init_from)")
         load_state_strict(self.ema.model, tensors, "ema.", f"{run} (train.init_from)")
 
