@@ -10,6 +10,10 @@ straightflow.methods.rectified is present: 2-RF is trained on pairs from the flo
 distilled to one Euler step on pairs from the 2-RF, each for as many steps as flow matching made in its
 budget (same backbone and step), started from its parent's weights; pair generation is timed apart.
 
+MeanFlow distillation ("mf-distill"): a one-step MeanFlow student whose target uses the flow-matching run's
+marginal velocity (method.teacher), started from its weights, trained for the same budget again (so teacher
+plus student cost 2x the teacher), guided at --distill-guidance (1 = unguided, compare with fm dopri5).
+
 Prints, per method and sampler: NFE, feature-FID (the project's digit classifier's features, NOT Inception
 FID; see docs/images.md), precision, recall (k = 3), class accuracy, training steps and steps/s, samples/s.
 Writes OUT/results.json, OUT/table.txt, OUT/quality_vs_nfe.png and one grid per model (one row per class).
@@ -106,7 +110,10 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=15.0, help="training wall-clock budget per model")
     p.add_argument("--n", type=int, default=1000, help="samples per evaluation row")
     p.add_argument("--out", default="runs/bench-digits")
-    p.add_argument("--methods", default="fm,meanflow,rf", help="comma-separated subset of fm, meanflow, rf")
+    p.add_argument("--methods", default="fm,meanflow,rf,mf-distill",
+                   help="comma-separated subset of fm, meanflow, rf, mf-distill (rf and mf-distill need fm)")
+    p.add_argument("--distill-guidance", type=float, default=1.0,
+                   help="mf-distill: classifier-free guidance scale of the teacher distilled into the student")
     p.add_argument("--pairs", type=int, default=5000, help="rectified flow: (x0, x1) pairs per reflow/distill")
     p.add_argument("--fm-guidance", type=float, default=1.5,
                    help="also evaluate flow matching's dopri5 with this CFG weight (1 = skip)")
@@ -128,7 +135,7 @@ def main() -> None:
     floor = (float("nan"), "not measured")
     rates: dict[str, float] = {}
     for name in ("fm", "meanflow"):
-        if name not in wanted and not (name == "fm" and "rf" in wanted):
+        if name not in wanted and not (name == "fm" and ("rf" in wanted or "mf-distill" in wanted)):
             continue
         overrides = {**common, **METHODS[name], **{k: v for k, v in user.items() if k in METHODS[name]}}
         print(f"[digits] {name}: training for {args.budget_minutes} min", flush=True)
@@ -139,6 +146,14 @@ def main() -> None:
             evaluate(f"fm cfg {args.fm_guidance:g}", out / name, [("dopri5", 1)], args.n, train, out, rows,
                      args.fm_guidance)
         floor = (report.floor_fid, report.floor_note)
+    if "mf-distill" in wanted:
+        teacher = str((out / "fm").resolve())
+        overrides = {**common, **METHODS["meanflow"], "method.teacher": teacher, "train.init_from": teacher,
+                     "method.omega": args.distill_guidance, "method.kappa": 0.0, "method.weight_power": 0.0,
+                     "method.ratio": 0.75, **user}  # distill_meanflow's settings
+        print(f"[digits] mf-distill: training for {args.budget_minutes} min from the fm teacher", flush=True)
+        train = train_for(overrides, out / "mf-distill", budget)
+        evaluate("mf-distill", out / "mf-distill", SPECS["meanflow"], args.n, train, out, rows)
     if "rf" in wanted:
         rows += rectified(out, budget, rates["fm"], args.pairs, args.n)
     table = format_rows(rows, *floor, args.n)

@@ -82,3 +82,31 @@ def test_bad_input_is_one_line_error(runs, tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_meanflow_distillation_starts_as_the_teacher_and_samples_in_one_jump(runs, tmp_path):
+    import torch
+
+    from straightflow.methods.rectified import distill_meanflow
+    from straightflow.runs import load_run
+
+    out = tmp_path / "mf"
+    assert main(["distill", str(runs / "rf1"), "--method", "meanflow", "--out", str(out), "--steps", "1",
+                 "--lr", "1e-12", "--no-progress", "--no-plots"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"]["name"] == "meanflow" and config["method"]["teacher"].endswith("rf1")
+    student, teacher = load_run(out, device="cpu"), load_run(runs / "rf1", device="cpu")
+    x, s, t = torch.randn(16, 2), torch.rand(16), torch.rand(16)
+    # one step at lr 1e-12: the student is still the widened teacher, u(x, s, t) = v_T(x, s) for any t
+    torch.testing.assert_close(student.model(x, s, t), teacher.model(x, s), rtol=1e-5, atol=1e-5)
+    assert main(["sample", str(out), "--n", "20", "--steps", "1", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (20, 2)
+    with pytest.raises(ValueError, match="takes flow-matching runs"):
+        distill_meanflow(out, tmp_path / "again", train_steps=2)
+    from straightflow.training.config import RunConfig, apply_overrides
+    from straightflow.training.trainer import Trainer
+
+    cfg = apply_overrides(RunConfig(), {"method.name": "meanflow", "data.data": "8gaussians", "data.source": "moons",
+                                        "method.teacher": str(out), "train.device": "cpu"})
+    with pytest.raises(ValueError, match="method.teacher must be a flow-matching .* is a meanflow run"):
+        Trainer(cfg, tmp_path / "t", progress=False)

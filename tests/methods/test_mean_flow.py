@@ -384,3 +384,38 @@ def test_build_method_passes_the_config_fields():
     m = build_method(cfg)
     assert isinstance(m, MeanFlow)
     assert (m.ratio, m.jvp, m.weight_power, m.weight_eps, m.omega, m.kappa) == (0.3, "func", 1.0, 1e-2, 1.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ (h) teacher
+def test_teacher_marginal_velocity_makes_the_exact_u_target_error_vanish_where_conditional_v_does_not():
+    # With the marginal v of a teacher, the exact u satisfies the identity row by row; with the conditional
+    # velocity x1 - x0 it only does so in expectation, so each row's squared error is positive.
+    g = torch.Generator().manual_seed(12)
+    x0 = torch.randn(256, 2, generator=g, dtype=F64)
+    x1 = MU + SIG * torch.randn(256, 2, generator=g, dtype=F64)
+    batch = CoupledBatch(x0, x1, None)
+
+    def exact_u(x, s, t, label=None):
+        return u_exact(x, s, t)
+
+    teacher = MeanFlow(PATH, UniformTime(), weight_power=0.0, jvp="func", ratio=1.0,
+                       teacher=lambda x, t, label=None: v_exact(x, t))
+    plain = MeanFlow(PATH, UniformTime(), weight_power=0.0, jvp="func", ratio=1.0)
+    with_teacher = teacher.loss(exact_u, batch, torch.Generator().manual_seed(3)).loss
+    conditional = plain.loss(exact_u, batch, torch.Generator().manual_seed(3)).loss
+    assert with_teacher.max() < 1e-20
+    assert conditional.mean() > 1e-2
+
+
+def test_teacher_guidance_is_classifier_free_guidance_of_the_teacher():
+    from straightflow.methods.mean_flow import teacher_velocity
+
+    def teacher(x, t, label=None):  # v(x | c) = c, v(x | null = 3) = -1
+        return torch.where(label[:, None] == 3, -torch.ones_like(x), label[:, None].to(x.dtype).expand_as(x))
+
+    x, t = torch.zeros(3, 2), torch.rand(3)
+    label = torch.tensor([0, 2, 3])
+    v = teacher_velocity(teacher, x, t, label, num_classes=3, omega=2.0)
+    torch.testing.assert_close(v[:, 0], torch.tensor([-1 + 2 * (0 + 1), -1 + 2 * (2 + 1), -1.0]))
+    with pytest.raises(ValueError, match="kappa=0.5 mixes in the student's own"):
+        MeanFlow(PATH, UniformTime(), num_classes=3, label_dropout=0.1, omega=2.0, kappa=0.5, teacher=teacher)

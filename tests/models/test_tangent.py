@@ -193,3 +193,26 @@ def test_tangent_pass_runs_under_torch_compile():
     torch.testing.assert_close(du, eager_du, rtol=1e-4, atol=1e-4 * float(eager_du.abs().max()))
     u.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "unet", "dit"])
+def test_widened_teacher_weights_make_the_student_equal_the_teacher_at_any_end_time(arch):
+    from straightflow.models.embeddings import widen_to_two_times
+    from straightflow.models.mlp import MLP
+
+    def make(n_times):
+        torch.manual_seed(3)
+        if arch == "mlp":
+            return MLP(3, 16, 2, n_times=n_times, num_classes=3, n_frequencies=4).double()
+        if arch == "unet":
+            return UNet((1, 8, 8), channels=8, channel_mult=(1, 2), n_times=n_times, num_classes=3, heads=2,
+                        n_frequencies=4).double()
+        return DiT((1, 8, 8), width=16, depth=1, heads=2, n_times=n_times, num_classes=3, n_frequencies=4).double()
+
+    teacher, student = perturb(make(1)), make(2)
+    student.load_state_dict(widen_to_two_times(teacher.state_dict(), student))
+    x = _randn(4, 3) if arch == "mlp" else _randn(4, 1, 8, 8)
+    s, t, label = torch.rand(4, dtype=D), torch.rand(4, dtype=D), torch.tensor([0, 1, 3, 2])
+    torch.testing.assert_close(student(x, s, t, label=label), teacher(x, s, label=label), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_to_two_times(student.state_dict(), student)

@@ -67,6 +67,16 @@ Classifier-free guidance folded into training (paper sec. 4.2 and appendix B.1):
 with both network terms under stop-gradient; rows whose label was dropped keep v. The network then learns
 the guided average velocity at the effective scale omega / (1 - kappa), and samples with one pass.
 omega = 1, kappa = 0 is plain v and costs no extra pass.
+
+Teacher distillation. Given a trained velocity field v_T (a flow-matching run), the target uses the teacher's
+marginal velocity in place of the conditional one,
+
+    u_tgt = sg(v_T(x_s, s) + (t - s) J_u . (v_T(x_s, s), 1, 0)),
+
+which is exactly the identity with the marginal v (no conditional-expectation argument needed), so the
+target no longer varies with the unseen (x0, x1) given x_s: its variance falls to zero, up to the teacher's
+error. A conditional teacher can be guided, v_T = v_T(x | null) + omega (v_T(x | c) - v_T(x | null)) on
+labelled rows (classifier-free guidance distilled into one step; kappa must then be 0).
 """
 
 from __future__ import annotations
@@ -75,13 +85,13 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from straightflow.methods.flow_matching import LossOutput
-from straightflow.methods.guidance import drop_labels, null_labels
+from straightflow.methods.guidance import drop_labels, guided_velocity, null_labels
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import CoupledBatch
 from straightflow.rng import rand
@@ -97,6 +107,7 @@ __all__ = [
     "jvp_finite_difference",
     "average_velocity_jvp",
     "guided_velocity_target",
+    "teacher_velocity",
     "mean_flow_target",
     "mean_flow_loss",
     "additivity_gap",
@@ -344,6 +355,16 @@ def guided_velocity_target(
     return torch.where(keep, mixed, v)
 
 
+def teacher_velocity(
+    teacher: Callable, x_s: Tensor, s: Tensor, label: Tensor | None, num_classes: int, omega: float = 1.0
+) -> Tensor:
+    """v_T(x_s, s) (B, *D) of a velocity network, under no_grad, in x_s's dtype; labelled rows guided at scale
+    omega (rows with the null label get the unconditional velocity)."""
+    with torch.no_grad():
+        field_ = guided_velocity(teacher, label, omega, num_classes if label is not None else 0)
+        return field_(x_s, s).to(x_s.dtype)
+
+
 # -------------------------------------------------------------------------------------------- target / loss
 def mean_flow_target(
     model: Callable,
@@ -402,11 +423,14 @@ def mean_flow_loss(
 def _loss(
     model: Callable, path: AffinePath, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
     weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int,
-    fd_eps: float,
+    fd_eps: float, teacher: Callable | None = None,
 ) -> tuple[Tensor, Tensor]:
     # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
     sample = path.sample(x0, x1, s)
-    v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
+    if teacher is not None:
+        v = teacher_velocity(teacher, sample.x_t, s, label, num_classes, omega)
+    else:
+        v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
     u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps)
     err = (u - target).square().flatten(1).mean(1)
     return adaptive_weight(err, weight_power, weight_eps) * err, err
@@ -435,7 +459,9 @@ class MeanFlow:
     """The MeanFlow objective: interval sampler, label dropout, guidance folding, adaptive weight.
 
     ratio: fraction of rows with s != t; weight_power p and weight_eps c of w = 1 / (e + c)^p;
-    jvp: one of JVP_MODES; omega, kappa: guidance folded into training (conditional models only).
+    jvp: one of JVP_MODES; omega, kappa: guidance folded into training (conditional models only);
+    teacher: a frozen velocity network v_T(x, t, label=...) whose marginal velocity replaces the conditional
+    one in the target (omega then guides the teacher).
     """
 
     path: AffinePath
@@ -449,6 +475,7 @@ class MeanFlow:
     omega: float = 1.0
     kappa: float = 0.0
     fd_eps: float = DEFAULT_FD_EPS
+    teacher: nn.Module | None = field(default=None, compare=False, repr=False)  # frozen velocity network
 
     def __post_init__(self) -> None:
         _check_fraction(self.ratio, "ratio (fraction of pairs with s != t)")
@@ -460,12 +487,15 @@ class MeanFlow:
         if not self.fd_eps > 0:
             raise ValueError(f"finite-difference step must be > 0, got {self.fd_eps}")
         guided = self.omega != 1.0 or self.kappa != 0.0
+        if self.teacher is not None and self.kappa != 0.0:
+            raise ValueError(f"kappa={self.kappa} mixes in the student's own conditional branch; with a teacher, "
+                             "guide the teacher by omega alone (kappa=0)")
         if guided and self.num_classes < 1:
             raise ValueError(
                 f"guidance weights omega={self.omega}, kappa={self.kappa} need a conditional model "
                 "(num_classes >= 1); use omega=1, kappa=0"
             )
-        if guided and (1.0 - self.omega - self.kappa) != 0.0 and self.label_dropout == 0.0:
+        if guided and self.teacher is None and (1.0 - self.omega - self.kappa) != 0.0 and self.label_dropout == 0.0:
             raise ValueError(
                 f"guidance with omega={self.omega}, kappa={self.kappa} uses the null-label branch, which is "
                 "only trained with label_dropout > 0"
@@ -481,6 +511,6 @@ class MeanFlow:
             label = drop_labels(label, self.label_dropout, self.num_classes, generator)
         loss, err = _loss(
             model, self.path, batch.x0, x1, s, t, label, self.weight_power, self.weight_eps, self.jvp,
-            self.omega, self.kappa, self.num_classes, self.fd_eps,
+            self.omega, self.kappa, self.num_classes, self.fd_eps, self.teacher,
         )
         return LossOutput(loss, {"loss_unweighted": err.detach()})

@@ -134,6 +134,8 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    time_feature_layer = ("embed.mlp.0", 0)  # see embeddings.widen_to_two_times
+
     def patchify(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, N, p * p * C)."""
         b, c, _, _ = x.shape

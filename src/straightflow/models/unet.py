@@ -167,6 +167,8 @@ class UNet(nn.Module):
                 side *= 2
         self.out_norm, self.out = _norm(ch), _zero(nn.Conv2d(ch, c_img, 3, padding=1))
 
+    time_feature_layer = ("embed.mlp.0", 0)  # see embeddings.widen_to_two_times
+
     def forward(
         self, x: Tensor, time: Tensor, end_time: Tensor | None = None, label: Tensor | None = None,
         tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
