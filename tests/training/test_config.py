@@ -94,3 +94,12 @@ def test_a_resumed_run_takes_its_auto_fields_from_its_saved_config():
     cfg = resolve_defaults(plain, like=saved)
     assert (cfg.data.coupling, cfg.train.steps, cfg.model.time_features) == ("independent", 5000, "fourier")
     assert resolve_defaults(apply_overrides(plain, {"train.steps": 9000}), like=saved).train.steps == 9000
+
+
+def test_toml_written_by_to_toml_loads_back_to_the_same_config(tmp_path):
+    from straightflow.training.config import PRESETS, RunConfig, apply_overrides, load_toml, to_toml
+
+    cfg = apply_overrides(RunConfig(), {**PRESETS["meanflow-cifar10-gpu"], "data.data": 'odd "name".npy'})
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_toml(path) == cfg

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from straightflow import __version__
-from straightflow.cli import data_cmd, demo, distill, evaluate, likelihood, reflow, sample, train
+from straightflow.cli import config_cmd, data_cmd, demo, distill, evaluate, likelihood, reflow, sample, train
 
-SUBCOMMANDS = (train, sample, evaluate, likelihood, reflow, distill, data_cmd, demo)
+SUBCOMMANDS = (train, sample, evaluate, likelihood, reflow, distill, data_cmd, config_cmd, demo)
 
 DESCRIPTION = """\
 Flow Matching, Rectified Flow and MeanFlow: train, sample, evaluate.
@@ -20,6 +20,7 @@ examples:
   straightflow sample runs/moons-fm --n 4000 --solver euler --steps 8 --out s.npy
   straightflow eval runs/moons-fm --solver euler --steps 1,2,4,8 --solver dopri5
   straightflow data checkerboard --n 10000 --out x.npy
+  straightflow config --method meanflow --data moons    # the resolved settings, as TOML (--config reads it)
   straightflow reflow runs/moons-fm --pairs 50000 --out runs/moons-2rf  # rectified flow (1-RF -> 2-RF)
   straightflow distill runs/moons-2rf --out runs/moons-2rf-d             # one-step generation
   straightflow likelihood runs/moons-fm --data moons --out nll.json       # NLL by the change of variables

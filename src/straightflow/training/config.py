@@ -22,7 +22,7 @@ else:  # pragma: no cover
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "TrainConfig", "RunConfig",
     "PRESETS", "METHOD_DEFAULTS", "apply_overrides", "load_toml", "config_from_dict", "config_from_saved",
-    "config_to_dict", "resolve_defaults", "method_defaults_help",
+    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml",
 ]
 
 METHODS = ("fm", "meanflow")
@@ -299,3 +299,19 @@ def load_toml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
 
 def dumps(cfg: RunConfig) -> str:
     return json.dumps(config_to_dict(cfg), indent=2, sort_keys=True)
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """cfg as a TOML document with one table per section, readable back by :func:`load_toml`."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)  # a JSON string is a valid TOML basic string
+        return repr(v)
+
+    blocks = []
+    for section, fields_ in config_to_dict(cfg).items():
+        blocks.append(f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields_.items()))
+    return "\n".join(blocks)
