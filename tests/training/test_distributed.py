@@ -51,9 +51,11 @@ def one_process_reference(cfg: RunConfig, tmp_path, world: int = 2) -> Trainer:
     return trainer
 
 
+# MeanFlow rows pin independent pairs (its vector default is OT, covered by the fm row): they test the JVP modes.
 @pytest.mark.parametrize("extra", [{"data.coupling": "independent"}, {"data.coupling": "ot"},
-                                   {"method.name": "meanflow", "method.jvp": "tangent"},
-                                   {"method.name": "meanflow", "method.jvp": "func_nograd"}])
+                                   {"method.name": "meanflow", "method.jvp": "tangent", "data.coupling": "independent"},
+                                   {"method.name": "meanflow", "method.jvp": "func_nograd",
+                                    "data.coupling": "independent"}])
 def test_two_ranks_one_step_equals_one_process_on_concatenated_batch(tmp_path, extra):
     torchrun(tmp_path / "ddp", 1, extra)
     tensors, meta = load_checkpoint(tmp_path / "ddp" / CHECKPOINT)
