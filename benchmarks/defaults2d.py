@@ -3,9 +3,10 @@
 For each set, one flow-matching and one MeanFlow run with nothing but the data set and the method given
 (the Trainer API with exactly the config the CLI builds from `--data D --method M`), then the project's
 metric, computed as evaluation.evaluate_run does (W2 by exact OT between 4000 samples and the reference
-held-out draw, divided by the noise floor, the W2 of a second held-out draw): flow matching with dopri5,
-MeanFlow at 1 and 2 NFE. Prints one Markdown table with the training time of each run (CPU seconds of the
-process, all its threads, so the OT assignment thread counts; and wall seconds).
+held-out draw, divided by the noise floor, the W2 of a second held-out draw; and recall, k-NN coverage of the
+reference by the samples, which a collapse onto the data's ridges cannot keep, beside the second draw's):
+flow matching with dopri5, MeanFlow at 1 and 2 NFE. Prints one Markdown table with the training time of
+each run (CPU seconds of the process, all its threads, so the OT assignment thread counts; and wall seconds).
 
     .venv/bin/python benchmarks/defaults2d.py --jobs 2                        # every toy set, the defaults
     .venv/bin/python benchmarks/defaults2d.py --sets moons,lissajous --steps 3000 --set model.time_features=raw
@@ -58,6 +59,7 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     """Train one run at the defaults (plus overrides) and evaluate it; returns a JSON-able row."""
     import torch
 
+    from straightflow.metrics.coverage import precision_recall
     from straightflow.metrics.distances import wasserstein2
     from straightflow.runs import load_run, sample_run
     from straightflow.training.config import RunConfig, apply_overrides
@@ -78,13 +80,17 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     data, _ = run.data_and_source()
     reference, second = data.heldout_pair(n, seed=1)
     floor = wasserstein2(second, reference)
+    floor_recall = precision_recall(reference, second)[1]
     rows = []
     for solver, steps in SPECS[method]:
         sol = sample_run(run, n, solver=solver, steps=steps, seed=0)
         w2 = wasserstein2(sol.x.cpu(), reference)
-        rows.append({"solver": solver, "steps": steps, "nfe": sol.nfe, "w2": w2, "ratio": w2 / floor})
+        precision, recall = precision_recall(reference, sol.x.cpu())
+        rows.append({"solver": solver, "steps": steps, "nfe": sol.nfe, "w2": w2, "ratio": w2 / floor,
+                     "precision": precision, "recall": recall})
     return {
-        "set": data_name, "method": method, "overrides": overrides, "floor": floor, "dim": run.dim,
+        "set": data_name, "method": method, "overrides": overrides, "floor": floor, "floor_recall": floor_recall,
+        "dim": run.dim,
         "steps": trainer.step, "coupling": trainer.cfg.data.coupling, "train_cpu_s": cpu, "train_wall_s": wall,
         "rows": rows,
     }
@@ -99,8 +105,9 @@ def _cell(res: dict | None, k: int) -> str:
 
 
 def table(results: dict[tuple[str, str], dict], sets: list[str]) -> str:
-    lines = ["| set | dim | floor | FM dopri5 (NFE) | MF 1 NFE | MF 2 NFE | train CPU s FM / MF | wall s FM / MF |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | dim | floor | FM dopri5 (NFE) | MF 1 NFE | MF 2 NFE | recall FM / MF 1 (floor) "
+             "| train CPU s FM / MF | wall s FM / MF |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for s in sets:
         fm, mf = results.get((s, "fm")), results.get((s, "meanflow"))
         any_res = fm or mf
@@ -108,8 +115,11 @@ def table(results: dict[tuple[str, str], dict], sets: list[str]) -> str:
             continue
         cpu = " / ".join(f"{r['train_cpu_s']:.0f}" if r else "-" for r in (fm, mf))
         wall = " / ".join(f"{r['train_wall_s']:.0f}" if r else "-" for r in (fm, mf))
+        recall = " / ".join(f"{r['rows'][0]['recall']:.2f}" if r and "recall" in r["rows"][0] else "-"
+                            for r in (fm, mf))
+        floor_recall = f" ({any_res['floor_recall']:.2f})" if "floor_recall" in any_res else ""
         lines.append(f"| {s} | {any_res['dim']} | {any_res['floor']:.4f} | {_cell(fm, 0)} | {_cell(mf, 0)} | "
-                     f"{_cell(mf, 1)} | {cpu} | {wall} |")
+                     f"{_cell(mf, 1)} | {recall}{floor_recall} | {cpu} | {wall} |")
     summary = []
     for label, method, k in (("FM dopri5", "fm", 0), ("MF 1 NFE", "meanflow", 0), ("MF 2 NFE", "meanflow", 1)):
         ratios = [results[(s, method)]["rows"][k]["ratio"] for s in sets if (s, method) in results]
