@@ -103,3 +103,21 @@ def test_toml_written_by_to_toml_loads_back_to_the_same_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg))
     assert load_toml(path) == cfg
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.steps", -5, "train.steps must be >= 0"),
+    ("train.batch_size", 0, "train.batch_size must be >= 1"),
+    ("train.log_every", 0, "train.log_every must be >= 1"),
+    ("train.ckpt_every", 0, "train.ckpt_every must be >= 1"),
+    ("optim.lr", 0.0, "optim.lr must be > 0"),
+    ("optim.lr", float("nan"), "optim.lr must be > 0"),
+    ("optim.ema_decay", 1.0, r"optim.ema_decay must lie in \[0, 1\)"),
+])
+def test_out_of_range_settings_are_refused_before_any_work_naming_field_and_value(tmp_path, key, value, message):
+    from straightflow.training.trainer import Trainer
+
+    cfg = apply_overrides(RunConfig(), {key: value, "train.device": "cpu"})
+    with pytest.raises(ValueError, match=message):
+        Trainer(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

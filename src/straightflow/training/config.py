@@ -22,7 +22,7 @@ else:  # pragma: no cover
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "TrainConfig", "RunConfig",
     "PRESETS", "METHOD_DEFAULTS", "apply_overrides", "load_toml", "config_from_dict", "config_from_saved",
-    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml",
+    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml", "check_config",
 ]
 
 METHODS = ("fm", "meanflow")
@@ -315,3 +315,30 @@ def to_toml(cfg: RunConfig) -> str:
     for section, fields_ in config_to_dict(cfg).items():
         blocks.append(f"[{section}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields_.items()))
     return "\n".join(blocks)
+
+
+# (field, lowest allowed value, whether the bound itself is allowed, what the value means)
+_BOUNDS = (
+    ("train.steps", 0, True, "training steps; 0 = the method's default"),
+    ("train.batch_size", 1, True, "examples per step"),
+    ("train.log_every", 1, True, "steps between log lines"),
+    ("train.ckpt_every", 1, True, "steps between checkpoints"),
+    ("train.num_threads", 0, True, "torch threads; 0 = auto"),
+    ("optim.lr", 0.0, False, "learning rate"),
+    ("optim.warmup_steps", 0, True, "warm-up steps"),
+    ("optim.grad_clip", 0.0, True, "max gradient norm; 0 = off"),
+    ("optim.weight_decay", 0.0, True, "weight decay"),
+)
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """cfg itself if every numeric field lies in its range, else a one-line ValueError naming the field, the
+    value and what is allowed: bad settings are refused before any work starts."""
+    for key, low, inclusive, meaning in _BOUNDS:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(cfg, section), name)
+        if not (value >= low if inclusive else value > low):  # also catches NaN
+            raise ValueError(f"{key} must be {'>=' if inclusive else '>'} {low} ({meaning}), got {value!r}")
+    if not 0.0 <= cfg.optim.ema_decay < 1.0:
+        raise ValueError(f"optim.ema_decay must lie in [0, 1), got {cfg.optim.ema_decay!r}")
+    return cfg

@@ -49,7 +49,14 @@ from straightflow.training.checkpoint import (
     optimizer_tensors,
     save_checkpoint,
 )
-from straightflow.training.config import RunConfig, config_from_saved, config_to_dict, dumps, resolve_defaults
+from straightflow.training.config import (
+    RunConfig,
+    check_config,
+    config_from_saved,
+    config_to_dict,
+    dumps,
+    resolve_defaults,
+)
 from straightflow.training.device import autocast, pick_device, to_device
 from straightflow.training.distributed import (
     all_reduce_mean,
@@ -110,6 +117,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True):
         self.out, self.progress = Path(out), progress
+        check_config(cfg)  # before any work: bad numbers are one-line errors, not crashes minutes later
         self.data, self.source = build_data(cfg)
         # Fields left to the method's default (data.coupling "auto", train.steps 0) get their values here, once.
         saved = None
