@@ -17,14 +17,12 @@ from torch import Tensor, nn
 from straightflow.methods.guidance import guided_velocity
 from straightflow.solvers.integrate import ODESolution, odeint
 from straightflow.solvers.one_step import average_velocity_sample
-from straightflow.training.build import build_data, build_model
-from straightflow.training.checkpoint import load_checkpoint, load_state_strict
-from straightflow.training.config import RunConfig, config_from_saved
+from straightflow.training.build import build_data, load_network
+from straightflow.training.config import RunConfig
 from straightflow.training.device import pick_device
 
 __all__ = ["Run", "load_run", "sample_run", "AVERAGE_VELOCITY_SOLVER"]
 
-CHECKPOINT = "checkpoint.safetensors"
 AVERAGE_VELOCITY_SOLVER = "meanflow"
 
 
@@ -51,17 +49,10 @@ class Run:
 
 def load_run(path: str | Path, weights: str = "ema", device: str = "auto") -> Run:
     """Load RUN/checkpoint.safetensors into a fresh network in eval mode."""
-    path = Path(path)
-    if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    ckpt = path / CHECKPOINT if path.is_dir() else path
-    tensors, meta = load_checkpoint(ckpt)
-    cfg = config_from_saved(meta["config"])
+    model, cfg, meta, ckpt = load_network(path, weights)
     dev = pick_device(device)
-    model = build_model(cfg, int(meta["dim"]), int(meta.get("num_classes", 0)))
-    load_state_strict(model, tensors, f"{weights}.", str(ckpt))
-    model.to(dev).eval().requires_grad_(False)
-    return Run(ckpt.parent, cfg, model, int(meta["step"]), int(meta["dim"]), int(meta.get("num_classes", 0)), dev)
+    return Run(ckpt.parent, cfg, model.to(dev), int(meta["step"]), int(meta["dim"]), int(meta.get("num_classes", 0)),
+               dev)
 
 
 def sample_run(

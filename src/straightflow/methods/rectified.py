@@ -35,6 +35,7 @@ from torch import Tensor
 from straightflow.data.pairs import MANIFEST, load_pairs, read_shard, save_shard, shard_count, shard_path
 from straightflow.metrics.flows import crossing_rate, transport_cost
 from straightflow.solvers.integrate import SOLVERS, odeint
+from straightflow.training.checkpoint import CHECKPOINT
 from straightflow.training.config import RunConfig, apply_overrides, config_from_saved
 from straightflow.training.distributed import barrier, world_info
 
@@ -50,7 +51,6 @@ ConditionalVelocity = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 # (m, generator) -> (m,) long class labels
 LabelSampler = Callable[[int, torch.Generator], Tensor]
 
-CHECKPOINT = "checkpoint.safetensors"
 PAIRS_FOLDER = "pairs"
 
 
@@ -246,10 +246,9 @@ def distill_config(
 
 def parent_of(run_dir: str | Path) -> RunConfig:
     """A run's config read from its checkpoint (without building the network)."""
-    from straightflow.training.checkpoint import load_checkpoint
+    from straightflow.training.checkpoint import checkpoint_file, load_checkpoint
 
-    path = Path(run_dir)
-    _, meta = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+    _, meta = load_checkpoint(checkpoint_file(run_dir))
     return config_from_saved(meta["config"])
 
 

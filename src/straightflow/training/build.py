@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -13,10 +15,12 @@ from straightflow.models.mlp import MLP
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import get_coupling
 from straightflow.paths.schedule import get_scheduler
-from straightflow.training.config import METHODS, RunConfig, resolve_defaults
+from straightflow.training.checkpoint import checkpoint_file, load_checkpoint, load_state_strict
+from straightflow.training.config import METHODS, RunConfig, config_from_saved, resolve_defaults
 
 __all__ = [
     "build_data", "build_model", "build_method", "build_teacher", "build_coupling", "build_pairs", "num_classes_of",
+    "load_network",
 ]
 
 
@@ -99,32 +103,36 @@ def _time_sampler(cfg: RunConfig):
     return get_time_sampler(cfg.method.time_sampler, **kw)
 
 
+def load_network(run: str | Path, weights: str = "ema") -> tuple[nn.Module, RunConfig, dict[str, Any], Path]:
+    """(network in eval mode without gradients, on the CPU; its run's config; the checkpoint's metadata; the
+    checkpoint file) for a run folder or checkpoint file, with its EMA ("ema") or raw ("model") weights."""
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    ckpt = checkpoint_file(run)
+    tensors, meta = load_checkpoint(ckpt)
+    cfg = config_from_saved(meta["config"])
+    model = build_model(cfg, int(meta["dim"]), int(meta.get("num_classes", 0)))
+    load_state_strict(model, tensors, f"{weights}.", str(ckpt))
+    return model.eval().requires_grad_(False), cfg, meta, ckpt
+
+
 def build_teacher(cfg: RunConfig, dim: int, num_classes: int, device) -> nn.Module | None:
     """The frozen velocity network (EMA weights) of the run in method.teacher, on `device`; None without one.
 
     It must be a flow-matching run on data of the same dimension and classes, and the method MeanFlow."""
     if not cfg.method.teacher:
         return None
-    from pathlib import Path
-
-    from straightflow.training.checkpoint import load_checkpoint, load_state_strict
-    from straightflow.training.config import config_from_saved
-
     if cfg.method.name != "meanflow":
         raise ValueError(f"method.teacher is for method meanflow (teacher distillation), not {cfg.method.name!r}")
-    path = Path(cfg.method.teacher)
-    ckpt = path / "checkpoint.safetensors" if path.is_dir() else path
-    tensors, meta = load_checkpoint(ckpt)
-    teacher_cfg = config_from_saved(meta["config"])
+    teacher, teacher_cfg, meta, _ = load_network(cfg.method.teacher)
+    path = cfg.method.teacher
     if teacher_cfg.method.name != "fm":
         raise ValueError(f"method.teacher must be a flow-matching (velocity) run; {path} is a "
                          f"{teacher_cfg.method.name} run")
     if (int(meta["dim"]), int(meta.get("num_classes", 0))) != (dim, num_classes):
         raise ValueError(f"method.teacher {path} has data of dimension {meta['dim']} with "
                          f"{meta.get('num_classes', 0)} classes; this run has {dim} with {num_classes}")
-    teacher = build_model(teacher_cfg, dim, num_classes)
-    load_state_strict(teacher, tensors, "ema.", str(ckpt))
-    return teacher.to(device).eval().requires_grad_(False)
+    return teacher.to(device)
 
 
 def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None = None):

@@ -16,7 +16,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_state_strict", "optimizer_tensors", "load_optimizer"]
+__all__ = [
+    "CHECKPOINT", "checkpoint_file", "save_checkpoint", "load_checkpoint", "load_state_strict", "optimizer_tensors",
+    "load_optimizer",
+]
+
+CHECKPOINT = "checkpoint.safetensors"  # a run folder's checkpoint
+
+
+def checkpoint_file(run: str | Path) -> Path:
+    """The checkpoint of a run: RUN/checkpoint.safetensors for a run folder, the path itself for a file."""
+    path = Path(run)
+    return path / CHECKPOINT if path.is_dir() else path
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

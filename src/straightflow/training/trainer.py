@@ -43,6 +43,8 @@ from straightflow.training.build import (
     num_classes_of,
 )
 from straightflow.training.checkpoint import (
+    CHECKPOINT,
+    checkpoint_file,
     load_checkpoint,
     load_optimizer,
     load_state_strict,
@@ -69,7 +71,6 @@ from straightflow.training.ema import EMA
 
 __all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "BATCH_STREAM", "METHOD_STREAM", "lr_at", "batch_device"]
 
-CHECKPOINT = "checkpoint.safetensors"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 BATCH_STREAM, METHOD_STREAM = 0, 1  # step_generator streams: the global batch, and the method's per-rank draws
 _NO_BAD = 2**62  # "no non-finite loss yet": larger than any step, so the first bad step is a min-reduction
@@ -344,8 +345,7 @@ class Trainer:
 
     def _init_from(self, run: str) -> None:
         """Start model and EMA from another run's EMA weights (the flow that made the pairs); fresh AdamW."""
-        path = Path(run)
-        tensors, meta = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
+        tensors, meta = load_checkpoint(checkpoint_file(run))
         if config_from_saved(meta["config"]).method.name != "meanflow" and self.cfg.method.name == "meanflow":
             tensors = widen_to_two_times(tensors, self.model, prefix="ema.")  # a velocity teacher's weights
         load_state_strict(self.model, tensors, "ema.", f"{run} (train.init_from)")
