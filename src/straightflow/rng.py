@@ -28,13 +28,13 @@ def draw_device(generator: torch.Generator | None, device: Device | None) -> Dev
     return generator.device if generator is not None else device
 
 
-def _deliver(x: Tensor, device: Device | None) -> Tensor:
-    # A no-op when the draw already happened on `device`; a copy only when the caller's generator lives elsewhere.
+def _draw(sampler, shape: int | Sequence[int], generator: torch.Generator | None, device: Device | None,
+          **kwargs) -> Tensor:
+    """sampler(shape) on draw_device(generator, device), then on `device`: a no-op when drawn there already, a
+    copy only when the caller's generator lives elsewhere."""
+    size = (shape,) if isinstance(shape, int) else tuple(shape)
+    x = sampler(size, generator=generator, device=draw_device(generator, device), **kwargs)
     return x if device is None else x.to(device)
-
-
-def _size(shape: int | Sequence[int]) -> tuple[int, ...]:
-    return (shape,) if isinstance(shape, int) else tuple(shape)
 
 
 def rand(
@@ -42,25 +42,22 @@ def rand(
     dtype: torch.dtype | None = None,
 ) -> Tensor:
     """U[0, 1) of `shape`, drawn on draw_device(generator, device), returned on `device` (else where drawn)."""
-    x = torch.rand(_size(shape), generator=generator, device=draw_device(generator, device), dtype=dtype)
-    return _deliver(x, device)
+    return _draw(torch.rand, shape, generator, device, dtype=dtype)
 
 
 def randn(
     shape: int | Sequence[int], generator: torch.Generator | None = None, device: Device | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """N(0, 1) of `shape`, drawn on draw_device(generator, device), returned on `device` (else where drawn)."""
-    x = torch.randn(_size(shape), generator=generator, device=draw_device(generator, device), dtype=dtype)
-    return _deliver(x, device)
+    """N(0, 1) of `shape`, drawn and returned as :func:`rand` is."""
+    return _draw(torch.randn, shape, generator, device, dtype=dtype)
 
 
 def randint(
     high: int, shape: int | Sequence[int], generator: torch.Generator | None = None, device: Device | None = None
 ) -> Tensor:
     """int64 uniform on {0, ..., high - 1} of `shape`, drawn and returned as :func:`rand` is."""
-    x = torch.randint(0, high, _size(shape), generator=generator, device=draw_device(generator, device))
-    return _deliver(x, device)
+    return _draw(lambda size, **kw: torch.randint(0, high, size, **kw), shape, generator, device)
 
 
 def step_seed(seed: int, step: int, stream: int, rank: int = 0) -> int:

@@ -45,15 +45,16 @@ class FourierTime(nn.Module):
         return torch.cat(parts, dim=1)
 
     def with_tangent(self, tau: Tensor, dtau: Tensor) -> tuple[Tensor, Tensor]:
-        """(phi(tau), J_phi dtau), both (B, dim)."""
-        arg = tau.to(self.freqs.dtype)[:, None] * self.freqs
-        sin, cos = arg.sin(), arg.cos()
-        dt = dtau.to(self.freqs.dtype)[:, None] * self.freqs
-        value, tangent = [sin, cos], [dt * cos, -dt * sin]
+        """(phi(tau), J_phi dtau), both (B, dim): d sin(w tau) = w cos(w tau) dtau, d cos = -w sin dtau."""
+        value = self(tau)
+        k = self.freqs.shape[0]
+        first = int(self.raw)  # [tau,] sin (k columns), cos (k columns)
+        sin, cos = value[:, first:first + k], value[:, first + k:]
+        dt = dtau.to(self.freqs.dtype)[:, None]
+        tangent = [dt * self.freqs * cos, -dt * self.freqs * sin]
         if self.raw:
-            value.insert(0, tau.to(self.freqs.dtype)[:, None])
-            tangent.insert(0, dtau.to(self.freqs.dtype)[:, None])
-        return torch.cat(value, dim=1), torch.cat(tangent, dim=1)
+            tangent.insert(0, dt)
+        return value, torch.cat(tangent, dim=1)
 
 
 def time_inputs(s: Tensor, t: Tensor, kind: str) -> tuple[Tensor, Tensor]:
