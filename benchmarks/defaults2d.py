@@ -77,7 +77,7 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     # evaluation.evaluate_run's numbers (same held-out draw, floor, sampler seed and W2), without the
     # straightness and crossing-rate extras it also computes: W2 by exact OT / the noise floor.
     run = load_run(out, device="cpu")
-    data, _ = run.data_and_source()
+    data = run.load_data()
     reference, second = data.heldout_pair(n, seed=1)
     floor = wasserstein2(second, reference)
     floor_recall = precision_recall(reference, second)[1]

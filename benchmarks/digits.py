@@ -6,7 +6,7 @@
 Every model has the same U-Net and the same wall-clock training budget: it trains until the budget is
 spent, its cosine learning-rate decay re-aimed at the end of the budget as it goes (EMA weights for
 sampling), so a slower step (MeanFlow's JVP) means fewer steps. Rectified flow, when
-straightflow.methods.rectified is present: 2-RF is trained on pairs from the flow-matching run's ODE, then
+straightflow.pipelines is present: 2-RF is trained on pairs from the flow-matching run's ODE, then
 distilled to one Euler step on pairs from the 2-RF, each for as many steps as flow matching made in its
 budget (same backbone and step), started from its parent's weights; pair generation is timed apart.
 
@@ -177,7 +177,9 @@ def rectified(out: Path, budget: float, rate: float, n_pairs: int, n: int) -> li
     Each stage: n_pairs pairs by dopri5 from its parent (timed apart), then rate * budget training steps
     started from the parent's weights (rate: the fm run's steps/s over its budget, the same backbone)."""
     try:
-        from straightflow.methods.rectified import distill, reflow, reflow_pairs_from_run
+        from straightflow.pipelines.distill import distill
+        from straightflow.pipelines.pairs import reflow_pairs_from_run
+        from straightflow.pipelines.reflow import reflow
     except ImportError:
         print("[digits] rectified flow is not in this version of straightflow; skipping 2-RF + distill")
         return []

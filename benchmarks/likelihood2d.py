@@ -103,7 +103,7 @@ def main() -> None:
     for data in sets:
         run = load_run(train_or_reuse(data, args.steps, Path(args.out), Path(args.runs) if args.runs else None,
                                       args.seed))
-        dataset, _ = run.data_and_source()
+        dataset = run.load_data()
         x = dataset.heldout(args.n, seed=args.seed)
         true_nll = -toy_log_prob(data, x.double())
         exact, hutch = nll_row(run, x, "exact"), nll_row(run, x, "hutchinson")

@@ -30,15 +30,11 @@ from pathlib import Path
 
 import torch
 
-from straightflow.evaluation import evaluate_run
-from straightflow.methods.rectified import (
-    coupling_report,
-    distill,
-    independent_coupling,
-    reference_trajectory,
-    reflow,
-)
+from straightflow.evaluation import evaluate_run, reference_trajectory
+from straightflow.methods.rectified import coupling_report, independent_coupling
 from straightflow.paths.coupling import ot_coupling
+from straightflow.pipelines.distill import distill
+from straightflow.pipelines.reflow import reflow
 from straightflow.plots.figures import plot_trajectory_panels
 from straightflow.runs import load_run
 from straightflow.training.config import RunConfig, apply_overrides

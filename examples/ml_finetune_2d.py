@@ -45,7 +45,7 @@ def main() -> None:
         Trainer(cfg, run_dir, progress=False).fit()
     run = load_run(run_dir)
     model = run.model.train().requires_grad_(True)
-    data, _ = run.data_and_source()
+    data = run.load_data()
     x_test = data.heldout(1000, seed=1)
     print(f"{run.config.data.data}: true entropy {toy_entropy(run.config.data.data):.4f} nats; "
           f"test NLL after flow matching {test_nll(model, x_test):.4f}")

@@ -43,6 +43,14 @@ _EXPORTS = {
     "load_run": "straightflow.runs",
     "sample_run": "straightflow.runs",
     "evaluate_run": "straightflow.evaluation",
+    "save_pretrained": "straightflow.hub",
+    "ClassLabels": "straightflow.conditions",
+    "TensorCondition": "straightflow.conditions",
+    "FlowModel": "straightflow.models.adapters",
+    "as_flow_model": "straightflow.models.adapters",
+    "as_data_source": "straightflow.data.tensors",
+    "from_pretrained": "straightflow.hub",
+    "push_to_hub": "straightflow.hub",
 }
 
 __all__ = [
@@ -55,6 +63,8 @@ __all__ = [
     "odeint", "average_velocity_sample", "log_likelihood",
     "RunConfig", "apply_overrides", "Trainer",
     "Run", "load_run", "sample_run", "evaluate_run",
+    "save_pretrained", "from_pretrained", "push_to_hub",
+    "ClassLabels", "TensorCondition", "FlowModel", "as_flow_model", "as_data_source",
 ]
 
 
@@ -71,11 +81,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
+    from straightflow.conditions import ClassLabels, TensorCondition
+    from straightflow.data.tensors import as_data_source
     from straightflow.evaluation import evaluate_run
+    from straightflow.hub import from_pretrained, push_to_hub, save_pretrained
     from straightflow.methods.flow_matching import FlowMatching, flow_matching_loss
     from straightflow.methods.mean_flow import MeanFlow, mean_flow_loss
     from straightflow.methods.time_sampling import LogitNormalTime, UniformTime
     from straightflow.models import MLP, DiT, UNet
+    from straightflow.models.adapters import FlowModel, as_flow_model
     from straightflow.paths.affine import AffinePath
     from straightflow.paths.coupling import CoupledBatch, ot_coupling, sinkhorn_coupling
     from straightflow.paths.schedule import LinearScheduler, get_scheduler

@@ -26,20 +26,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from straightflow.methods.guidance import guided_velocity
 from straightflow.methods.mode_guidance import mode_guidance_field, mode_guided_jumps
+from straightflow.progress import progress as reporter
+from straightflow.runs import run_field
 from straightflow.solvers.divergence import EXACT_MAX_DIM, jacobian, resolve_estimator
 from straightflow.solvers.integrate import ODESolution, check_grid, odeint, time_grid
 from straightflow.solvers.likelihood import (
+    LikelihoodOptions,
     LikelihoodResult,
     ODESolutionWithLogProb,
+    instantaneous_velocity,
+    likelihood_options,
     log_likelihood,
     sample_with_log_prob,
 )
+from straightflow.solvers.one_step import average_velocity_sample
 from straightflow.training.distributed import all_gather_objects, world_info
 from straightflow.types import AverageVelocityField, VelocityField, broadcast_time
 
@@ -85,16 +91,16 @@ def dequantize(
 
 
 def run_velocity(run, label: Tensor | None = None, guidance: float = 1.0) -> VelocityField:
-    """v(x, t) of a run: the network itself, or u(x, t, t) for an average-velocity (MeanFlow) run."""
+    """v(x, t) of a run: the network itself (guided with weight `guidance`), or u(x, t, t) for an
+    average-velocity (MeanFlow) run, whose guidance is folded in by training (`guidance` is ignored)."""
     if run.average_velocity:
-        model = run.model
-        return lambda x, t: model(x, t, t, label=label)
-    return guided_velocity(run.model, label, guidance, run.num_classes)
+        return instantaneous_velocity(run_field(run, label))
+    return run_field(run, label, guidance)
 
 
 def source_log_prob(run) -> Callable[[Tensor], Tensor]:
     """log p_0 of the run's source, (B, *D) -> (B,); ValueError if that density is unknown."""
-    _, source = run.data_and_source()
+    source = run.source()
     if not getattr(source, "has_log_prob", False):
         raise ValueError(f"the run's source '{source.name}' has no known density, so no likelihood")
     return source.log_prob
@@ -115,18 +121,18 @@ def run_log_likelihood(
     x: Tensor,
     batch_size: int = 1000,
     label: Tensor | None = None,
-    solver: str = "dopri5",
-    steps: int = 32,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    estimator: str = "auto",
-    probes_k: int = 1,
-    probe_kind: str = "rademacher",
+    options: LikelihoodOptions | None = None,
     seed: int = 0,
+    progress: bool = False,
+    **settings: Any,
 ) -> RunLikelihood:
     """log p_1(x) under a run's flow for x (n, *D), solved batch by batch (probes from one seeded stream).
 
-    ValueError if x's sample shape does not match the run's dimension.
+    options / settings: the solver and divergence estimator (:class:`~straightflow.solvers.likelihood.
+    LikelihoodOptions`; keywords override its fields).
+
+    ValueError if x's sample shape does not match the run's dimension. `progress` reports the batches this
+    process solves (rank 0 only under torchrun; straightflow.progress).
     """
     if x.dim() < 2 or math.prod(x.shape[1:]) != run.dim:
         raise ValueError(f"data of shape {tuple(x.shape)} does not match the run's dimension {run.dim}")
@@ -134,29 +140,32 @@ def run_log_likelihood(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if x.shape[0] == 0:
         raise ValueError("no points to evaluate")
+    opts = likelihood_options(options, **settings)
     log_p0 = source_log_prob(run)
+    transform = getattr(run, "transform", None)  # standardised data: log p_x(x) = log p_z(z) - sum_d log std_d
+    if transform is not None:
+        x = transform.forward(x)
     # Batch b draws its probes from a stream seeded by (seed, b), and under torchrun rank r takes the batches
     # with b % world_size == r: the merged result equals a single-process evaluation.
     ranks = world_info()
     mine: dict[int, tuple[Tensor, int]] = {}
     result: LikelihoodResult | None = None
-    for b, start in enumerate(range(0, x.shape[0], batch_size)):
-        if b % ranks.world_size != ranks.rank:
-            continue
+    batches = list(enumerate(range(0, x.shape[0], batch_size)))[ranks.rank::ranks.world_size]
+    for b, start in reporter(batches, desc="likelihood", unit="batches", enabled=progress and ranks.is_main):
         generator = torch.Generator().manual_seed((seed + PROBE_SEED_OFFSET + 7919 * b) % 2**32)
         xb = x[start:start + batch_size].to(run.device)
         lb = label[start:start + batch_size].to(run.device) if label is not None else None
-        result = log_likelihood(
-            run_velocity(run, lb), xb, log_p0, solver=solver, steps=steps, rtol=rtol, atol=atol,
-            estimator=estimator, probes_k=probes_k, probe_kind=probe_kind, generator=generator,
-        )
+        result = log_likelihood(run_velocity(run, lb), xb, log_p0, opts, generator=generator)
         mine[b] = (result.log_prob.cpu(), result.nfe)
     merged: dict[int, tuple[Tensor, int]] = {}
     for part in all_gather_objects(mine):
         merged.update(part)
     ordered = [merged[b] for b in sorted(merged)]
-    est = resolve_estimator(estimator, run.dim)
-    return RunLikelihood(torch.cat([lp for lp, _ in ordered]), [nfe for _, nfe in ordered], est, probes_k)
+    est = resolve_estimator(opts.estimator, run.dim)
+    log_prob = torch.cat([lp for lp, _ in ordered])
+    if transform is not None:
+        log_prob = log_prob - transform.log_det_inverse
+    return RunLikelihood(log_prob, [nfe for _, nfe in ordered], est, opts.probes_k)
 
 
 def jumps_with_log_prob(
@@ -199,9 +208,8 @@ def jumps_with_log_prob(
 
 def sample_run_with_extras(
     run,
+    field_: VelocityField | AverageVelocityField,
     x0: Tensor,
-    label: Tensor | None,
-    guidance: float,
     solver: str,
     steps: int,
     return_trajectory: bool,
@@ -212,31 +220,22 @@ def sample_run_with_extras(
     probes: int = 1,
     seed: int = 0,
 ) -> ODESolution:
-    """What :func:`straightflow.runs.sample_run` does with ``mode_guidance`` or ``with_logp`` (see there)."""
+    """What :func:`straightflow.runs.sample_run` does with ``mode_guidance`` or ``with_logp`` (see there), on the
+    run's field (:func:`straightflow.runs.run_field`: u(x, s, t) for MeanFlow, the guided v(x, t) otherwise)."""
     if mode_guidance and with_logp:
         raise ValueError("with_logp and mode_guidance cannot be combined (the guided field's divergence needs third "
                          "derivatives); sample with mode guidance, then run `straightflow likelihood` on the samples")
     generator = torch.Generator().manual_seed((seed + PROBE_SEED_OFFSET) % 2**32)
     with torch.no_grad():
         if run.average_velocity:
-            from straightflow.solvers.one_step import average_velocity_sample
-
-            if guidance != 1.0:
-                raise ValueError("MeanFlow folds guidance into training (method.omega/kappa); sample with guidance 1")
-            model = run.model
-
-            def u(x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-                return model(x, s, t, label=label)
-
             if with_logp:
-                return jumps_with_log_prob(u, x0, source_log_prob(run), steps, return_trajectory=return_trajectory)
-            guided = mode_guided_jumps(u, mode_guidance, probes_k=probes, generator=generator)
+                return jumps_with_log_prob(field_, x0, source_log_prob(run), steps, return_trajectory=return_trajectory)
+            guided = mode_guided_jumps(field_, mode_guidance, probes_k=probes, generator=generator)
             return average_velocity_sample(guided, x0, steps, return_trajectory=return_trajectory)
-        v = guided_velocity(run.model, label, guidance, run.num_classes)
         if with_logp:
-            return sample_with_log_prob(v, x0, source_log_prob(run), solver=solver, steps=steps, rtol=rtol,
-                                        atol=atol, probes_k=probes, generator=generator,
+            options = LikelihoodOptions(solver=solver, steps=steps, rtol=rtol, atol=atol, probes_k=probes)
+            return sample_with_log_prob(field_, x0, source_log_prob(run), options, generator=generator,
                                         return_trajectory=return_trajectory)
-        field = mode_guidance_field(v, mode_guidance, probes_k=probes, generator=generator)
+        field = mode_guidance_field(field_, mode_guidance, probes_k=probes, generator=generator)
         return odeint(field, x0, solver=solver, steps=steps, return_trajectory=return_trajectory, rtol=rtol,
                       atol=atol)

@@ -17,14 +17,17 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
+from torch import Tensor
 
+from straightflow.data.base import DataSource
 from straightflow.metrics.coverage import precision_recall
 from straightflow.metrics.distances import median_distance, mmd_rbf, wasserstein2
 from straightflow.metrics.flows import crossing_rate, straightness, transport_cost
+from straightflow.progress import progress as reporter
+from straightflow.report.tables import Column, Table
 from straightflow.runs import Run, sample_run
 
-__all__ = ["EvalRow", "EvalReport", "evaluate_run", "format_table", "noise_floor"]
+__all__ = ["EvalRow", "EvalReport", "evaluate_run", "eval_table", "format_table", "noise_floor", "reference_trajectory"]
 
 
 @dataclass
@@ -49,7 +52,7 @@ class EvalReport:
     floor_precision: float  # the second held-out draw's precision and recall against the reference
     floor_recall: float
     floor_mmd: float
-    straightness: float  # of the reference solve (dopri5 for velocity fields, 1 jump for MeanFlow)
+    straightness: float  # of the reference solve (see reference_trajectory)
     rows: list[EvalRow] = field(default_factory=list)
     # 2-D only: share of pairs of straight segments x0 -> x1 that cross, for the coupling of the reference
     # solve on min(n, 2000) points (Liu et al. 2023's crossing rate; see methods.rectified)
@@ -70,34 +73,45 @@ def _ratio(value: float, floor: float) -> float:
     return value / floor if floor > 0 else float("inf")
 
 
-def _straightness(run: Run, n: int, seed: int) -> float:
+def reference_trajectory(run: Run, n: int, seed: int = 0, steps: int = 32) -> tuple[Tensor, Tensor]:
+    """(trajectory (K+1, n, *D), times (K+1,)) of the run's reference solve, on the CPU, from the x0 that
+    sample_run(seed=seed) starts from: rk4 with `steps` steps on a velocity field; the k Euler steps it was
+    trained for on a k-step distilled run (method.time_sampler = "grid"); one jump for MeanFlow."""
     if run.average_velocity:
         sol = sample_run(run, n, steps=1, seed=seed, return_trajectory=True)
+    elif run.config.method.time_sampler == "grid":
+        sol = sample_run(run, n, solver="euler", steps=run.config.method.grid_steps, seed=seed,
+                         return_trajectory=True)
     else:
-        sol = sample_run(run, n, solver="rk4", steps=32, seed=seed, return_trajectory=True)
-    return straightness(sol.trajectory.cpu(), sol.times.cpu())
+        sol = sample_run(run, n, solver="rk4", steps=steps, seed=seed, return_trajectory=True)
+    return sol.trajectory.cpu(), sol.times.cpu()
+
+
+def _straightness(run: Run, n: int, seed: int) -> float:
+    return straightness(*reference_trajectory(run, n, seed))
 
 
 def _crossing_rate(run: Run, n: int, seed: int) -> float | None:
     """Crossing rate of the coupling (x0, x1 = reference solve of x0) on n points; None unless 2-D."""
     if run.dim != 2:
         return None
-    from straightflow.methods.rectified import reference_trajectory
-
     trajectory, _ = reference_trajectory(run, n, seed)
     return crossing_rate(trajectory[0], trajectory[-1])
 
 
 def evaluate_run(
     run: Run, specs: list[tuple[str, int]], n: int = 4000, seed: int = 0, heldout_seed: int = 1,
-    label: int | None = None, guidance: float = 1.0,
+    label: int | None = None, guidance: float = 1.0, progress: bool = False, data: DataSource | None = None,
 ) -> EvalReport:
     """One row per (solver, steps) spec; `steps` is ignored by dopri5 (its NFE is reported instead).
 
     n is capped at what the data allow for two independent held-out draws (a data file: half its held-out
-    rows); the report's `note` says so.
+    rows); the report's `note` says so. `progress` reports the floor and each row as they finish
+    (straightflow.progress). `data`: what to compare with (default: the run's training data, refused in one line
+    if they changed since training, see :meth:`~straightflow.runs.Run.load_data`).
     """
-    data, _ = run.data_and_source()
+    bar = reporter(total=len(specs) + 1, desc="eval", unit="rows", enabled=progress)
+    data = run.load_data() if data is None else data
     note = ""
     if data.max_heldout_pair is not None and n > data.max_heldout_pair:
         note = (f"n = {data.max_heldout_pair}, not {n}: '{data.name}' holds {2 * data.max_heldout_pair}-"
@@ -109,7 +123,9 @@ def evaluate_run(
     report = EvalReport(str(run.path), n, wasserstein2(second, reference), precision, recall,
                         mmd_rbf(second, reference, scale=scale), _straightness(run, min(n, 1000), seed), note=note)
     report.crossing_rate = _crossing_rate(run, min(n, 2000), seed)
-    x0 = data_source_draw(run, n, seed)
+    x0 = run.draw_x0(n, seed)
+    bar.set_postfix(floor=f"W2 {report.noise_floor:.4f}")
+    bar.update(1)
     for solver, steps in specs:
         start = time.perf_counter()
         sol = sample_run(run, n, solver=solver, steps=steps, seed=seed, label=label, guidance=guidance,
@@ -122,27 +138,36 @@ def evaluate_run(
             solver, steps, sol.nfe, w2, _ratio(w2, report.noise_floor), precision, recall,
             mmd_rbf(x, reference, scale=scale), transport_cost(x0, x), seconds,
         ))
+        bar.set_postfix(last=f"{solver} {steps}: W2/floor {report.rows[-1].w2_ratio:.2f}x")
+        bar.update(1)
+    bar.close()
     return report
 
 
-def data_source_draw(run: Run, n: int, seed: int) -> torch.Tensor:
-    """The x0 that sample_run(seed=seed) starts from."""
-    _, source = run.data_and_source()
-    return source.sample(n, torch.Generator().manual_seed(seed))
+FLOOR_NOTE = ("noise floor (row 'held-out'): the same metric between two independent held-out draws of equal n; "
+              "a perfect sampler scores about 1x (W2/floor 1.0-1.2 in practice), precision and recall near the "
+              "floor's")
+EVAL_COLUMNS = [
+    Column("solver", "solver"), Column("steps", "steps"), Column("nfe", "NFE"),
+    Column("w2", "W2", ".4f", "data units"), Column("w2_ratio", "W2/floor", ".2f", suffix="x"),
+    Column("precision", "precision", ".3f"), Column("recall", "recall", ".3f"), Column("mmd", "MMD", ".5f"),
+    Column("transport_cost", "E|x1-x0|^2", ".3f", "data units^2"), Column("seconds", "time", ".2f", "s"),
+]
+
+
+def eval_table(report: EvalReport) -> Table:
+    """The report as a :class:`~straightflow.report.tables.Table`: a 'held-out' row (the noise floor: a second
+    held-out draw scored like the samples), then one row per sampler; run, n, straightness and crossing rate
+    in the title, the floor's meaning and any note below."""
+    floor = {"solver": "held-out", "w2": report.noise_floor, "w2_ratio": 1.0, "precision": report.floor_precision,
+             "recall": report.floor_recall, "mmd": report.floor_mmd}
+    title = f"run {report.run}  n={report.n}  straightness {report.straightness:.4f}"
+    if report.crossing_rate is not None:
+        title += f"  crossing rate {100 * report.crossing_rate:.3f}%"
+    notes = [FLOOR_NOTE] + ([f"note: {report.note}"] if report.note else [])
+    return Table(EVAL_COLUMNS, [floor, *(asdict(r) for r in report.rows)], title, notes)
 
 
 def format_table(report: EvalReport) -> str:
-    """Aligned text: the floor (fresh held-out data scored like the samples) in the header, one line per row."""
-    head = (f"run {report.run}  n={report.n}  noise floor (a second held-out draw scored alike): "
-            f"W2 {report.noise_floor:.4f}, "
-            f"precision {report.floor_precision:.3f}, recall {report.floor_recall:.3f}, MMD {report.floor_mmd:.5f}"
-            f"  straightness {report.straightness:.4f}")
-    if report.crossing_rate is not None:
-        head += f"  crossing rate {100 * report.crossing_rate:.3f}%"
-    lines = [head] + ([f"note: {report.note}"] if report.note else [])
-    lines.append(f"{'solver':<10}{'steps':>6}{'NFE':>6}{'W2':>9}{'W2/floor':>10}{'prec':>7}{'recall':>8}{'MMD':>10}"
-                 f"{'cost':>9}{'sec':>8}")
-    for r in report.rows:
-        lines.append(f"{r.solver:<10}{r.steps:>6}{r.nfe:>6}{r.w2:>9.4f}{r.w2_ratio:>9.2f}x{r.precision:>7.3f}"
-                     f"{r.recall:>8.3f}{r.mmd:>10.5f}{r.transport_cost:>9.3f}{r.seconds:>8.2f}")
-    return "\n".join(lines)
+    """Aligned text (see :func:`eval_table`): the floor row first, one line per sampler, the floor explained."""
+    return eval_table(report).text()

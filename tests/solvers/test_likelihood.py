@@ -14,7 +14,12 @@ from straightflow.models.mlp import MLP
 from straightflow.paths.continuity import continuity_residual
 from straightflow.paths.gaussian import GaussianMixture
 from straightflow.runs import Run, sample_run
-from straightflow.solvers.likelihood import log_likelihood, sample_with_log_prob, standard_normal_log_prob
+from straightflow.solvers.likelihood import (
+    LikelihoodOptions,
+    log_likelihood,
+    sample_with_log_prob,
+    standard_normal_log_prob,
+)
 from straightflow.training.config import RunConfig, apply_overrides
 
 F64 = torch.float64
@@ -105,6 +110,19 @@ def test_hutchinson_likelihood_is_unbiased_around_the_exact_one():
 def test_bad_arguments_are_one_line_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         log_likelihood(lambda x, t: x, torch.zeros(2, 2), **kwargs)
+
+
+def test_an_options_object_and_keywords_are_one_way_in_and_keywords_override_it():
+    x1 = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    options = LikelihoodOptions(solver="rk4", steps=20)
+    by_object = log_likelihood(lambda x, t: 0.5 * x, x1, options=options)
+    by_keywords = log_likelihood(lambda x, t: 0.5 * x, x1, solver="rk4", steps=20)
+    assert torch.equal(by_object.log_prob, by_keywords.log_prob) and by_object.nfe == 80
+    assert log_likelihood(lambda x, t: 0.5 * x, x1, options=options, steps=40).nfe == 160
+    with pytest.raises(ValueError, match=r"unknown likelihood options \['stepz'\]"):
+        log_likelihood(lambda x, t: x, x1, stepz=3)
+    with pytest.raises(ValueError, match="unknown probe kind 'sobol'"):
+        LikelihoodOptions(probe_kind="sobol")
 
 
 def test_bits_per_dim_formula():

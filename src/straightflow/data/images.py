@@ -1,8 +1,9 @@
-r"""Image data sets as a :class:`~straightflow.data.source.DataSource` of shape (C, H, W), pixels in [-1, 1].
+r"""Image data sets as a :class:`~straightflow.data.base.DataSource` of shape (C, H, W), pixels in [-1, 1].
 
-Specs (``data.data``): "digits" (scikit-learn's 8x8 digits, shipped, the built-in default), "mnist",
-"fashion-mnist", "cifar10" (files under ``data.data_dir``, never downloaded) and "folder:PATH" (any folder
-of images, resized and centre-cropped to ``data.image_size``).
+Specs (``data.data``): "digits" (scikit-learn's 8x8 digits, shipped, the built-in default), "digits-thin" and
+"digits-bold" (two unpaired domains made from disjoint halves of the digits, see
+:mod:`straightflow.data.domains`), "mnist", "fashion-mnist", "cifar10" (files under ``data.data_dir``, never
+downloaded) and "folder:PATH" (any folder of images, resized and centre-cropped to ``data.image_size``).
 
 Pixels. A data set stores integer levels k in {0, ..., L-1} (L = 256 for 8-bit images, 17 for digits),
 mapped to x = 2 k / (L - 1) - 1, so black is -1 and white is +1. With uniform dequantisation (for
@@ -15,7 +16,8 @@ which :func:`straightflow.density.bits_per_dim` computes (``straightflow likelih
 ``dequantize`` from the source, and dequantises held-out pixels itself when the source does not).
 
 Splits. MNIST, Fashion-MNIST and CIFAR-10 use their official train/test files; digits and folders hold out
-a fixed seeded 20% / 10% as their test split. ``sample`` draws from the train split, ``heldout`` from the
+a fixed seeded 20% / 10% as their test split (each digits domain splits its own half the same way).
+``sample`` draws from the train split, ``heldout`` from the
 test split, which metrics compare against.
 """
 
@@ -30,8 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from straightflow.data.base import DataSource, check_count
+from straightflow.data.domains import DIGITS_DOMAINS, load_digits_domain
 from straightflow.data.image_files import load_digits_images, read_cifar10, read_image_folder, read_mnist_split
-from straightflow.data.source import DataSource
 from straightflow.rng import rand, randint
 
 __all__ = [
@@ -39,10 +42,12 @@ __all__ = [
     "default_data_dir",
 ]
 
-IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
-IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+IMAGE_DATASETS = ("digits", *DIGITS_DOMAINS, "mnist", "fashion-mnist", "cifar10")
+IMAGE_SHAPES = {"digits": (1, 8, 8), **{d: (1, 8, 8) for d in DIGITS_DOMAINS}, "mnist": (1, 28, 28),
+                "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 CLASS_NAMES = {
     "digits": [str(k) for k in range(10)],
+    **{d: [str(k) for k in range(10)] for d in DIGITS_DOMAINS},
     "mnist": [str(k) for k in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                       "Ankle boot"],
@@ -113,8 +118,7 @@ class ImageSource(DataSource):
         return 2.0 * k / (self.levels - 1) - 1.0
 
     def _draw(self, n: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"number of samples must be an int >= 0, got {n!r}")
+        check_count(n)
         index = randint(self.train.shape[0], n, generator, self.train.device)
         x = self.to_pixels(self.train[index], generator, self.dequantize)
         if self.hflip:
@@ -142,8 +146,7 @@ class ImageSource(DataSource):
 
     def heldout_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
         """n test images and their labels: distinct in a seeded order if n <= the test size, else resampled."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"number of samples must be an int >= 0, got {n!r}")
+        check_count(n)
         g = torch.Generator().manual_seed(int(seed))
         n_test = self.test.shape[0]
         index = torch.randperm(n_test, generator=g)[:n] if n <= n_test else torch.randint(0, n_test, (n,), generator=g)
@@ -166,6 +169,10 @@ def _load(spec: str, data_dir: str, image_size: int) -> tuple:
         images, labels = load_digits_images()
         tr, te = _split(len(images), 0.2)
         return images[tr], images[te], labels[tr], labels[te], 17, CLASS_NAMES["digits"]
+    if spec in DIGITS_DOMAINS:
+        images, labels = load_digits_domain(spec)
+        tr, te = _split(len(images), 0.2)
+        return images[tr], images[te], labels[tr], labels[te], 17, CLASS_NAMES[spec]
     if spec in ("mnist", "fashion-mnist"):
         sub = {"mnist": ["mnist", "MNIST/raw", "MNIST"], "fashion-mnist": ["fashion-mnist", "FashionMNIST/raw",
                                                                           "FashionMNIST", "fashion_mnist"]}[spec]
@@ -193,7 +200,7 @@ def resolve_images(
     """The :class:`ImageSource` for an image spec; files are looked for under data_dir (see module doc)."""
     if not is_image_spec(spec):
         raise ValueError(f"unknown image data '{spec}'; choose from: {', '.join(IMAGE_DATASETS)}, folder:PATH")
-    if spec == "digits" and hflip:
+    if spec.startswith("digits") and hflip:
         raise ValueError("horizontal flips would change digits' meaning; use data.hflip = false for digits")
     train, test, y_tr, y_te, levels, classes = _load(spec, str(data_dir or ""), int(image_size))
 

@@ -1,29 +1,24 @@
-"""Where samples come from: a toy set, a data file, or the standard Gaussian.
+"""Where samples come from: a toy set, a data file, or the standard Gaussian, and the resolver of data specs.
 
-All three speak one interface, :class:`DataSource`, so a flow can carry any source to any target
-(noise-to-data by default, data-to-data when the source is itself a data set):
-
-- ``.sample(n, generator)``: (n, *D) training samples;
-- ``.heldout(n, seed)``: (n, *D) samples the training stream never sees, for metrics;
-- ``.heldout_pair(n, seed)``: two independent held-out draws of n (a reference, and a second set that scores
-  the noise floor against it); ``.max_heldout_pair`` is the largest such n (None: any);
-- ``.log_prob(x)``: exact log-density (B,) where it is known, else NotImplementedError;
-- ``.to(device)``: the source with the tensors its training draws index held on ``device`` (see
-  :attr:`DataSource.draws_on_any_device`), so that draws with a generator there never leave the device.
+All speak one interface, :class:`~straightflow.data.base.DataSource` (see there), so a flow can carry any
+source to any target (noise-to-data by default, data-to-data when the source is itself a data set).
+:func:`resolve_data` turns a ``data.data`` spec into a source: a toy set, a vector file, or an image set
+(:mod:`straightflow.data.images`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from straightflow.data.base import HELDOUT_SEED_OFFSET, DataSource, check_count, heldout_generator
 from straightflow.data.files import VECTOR_SUFFIXES, load_vectors
+from straightflow.data.images import IMAGE_DATASETS, is_image_spec, resolve_images
 from straightflow.data.toy import TOY_DATASETS, TOY_WITH_DENSITY, sample_toy, toy_dim, toy_log_prob
 from straightflow.rng import randint, randn
 
@@ -38,70 +33,7 @@ __all__ = [
     "resolve_source",
 ]
 
-# Held-out draws of toy and Gaussian sources use the seed (seed + this offset) mod 2^32, so heldout(n, 0)
-# never replays a training stream seeded with a small integer such as 0. The mod is explicit because
-# torch's CPU generator keeps only the low 32 bits of a seed (seeds 0 and 2^32 give one stream).
-HELDOUT_SEED_OFFSET = 0x5EED_0FF5
 HELDOUT_FRACTION = 0.1
-
-
-def _check_count(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"number of samples must be an int >= 0, got {n!r}")
-    return n
-
-
-def _heldout_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed((int(seed) + HELDOUT_SEED_OFFSET) % 2**32)
-
-
-class DataSource(ABC):
-    """A distribution to draw from. `shape` is one sample's shape D; `dim` is its number of entries."""
-
-    name: str
-    shape: tuple[int, ...]
-    # Whether training draws can happen on any device (the generator's) once `to(device)` has moved the
-    # tensors they index; False where samples are made by CPU code.
-    draws_on_any_device: bool = True
-
-    @property
-    def dim(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def has_log_prob(self) -> bool:
-        """Whether :meth:`log_prob` is exact here (and does not raise NotImplementedError)."""
-        return False
-
-    @abstractmethod
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n training samples, (n, *shape) float32."""
-
-    @abstractmethod
-    def heldout(self, n: int, seed: int = 0) -> Tensor:
-        """n held-out samples, (n, *shape) float32, a deterministic function of (n, seed)."""
-
-    max_heldout_pair: int | None = None  # largest n with two independent held-out draws of n; None: any n
-
-    def heldout_pair(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-        """(reference, second): two independent held-out draws of n, (n, *shape) each.
-
-        A model's samples are scored against the reference; the second set, scored the same way, is the noise
-        floor: what fresh data would score. Sources that draw fresh samples use two seeds.
-        """
-        return self.heldout(n, seed), self.heldout(n, seed + 1000)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density at x: (B, *shape) -> (B,)."""
-        raise NotImplementedError(f"the density of data source '{self.name}' is unknown")
-
-    def to(self, device: torch.device | str) -> DataSource:
-        """This source with the tensors its training draws index on `device`; held-out rows stay on the CPU,
-        where metrics read them. A source that holds no tensors (a Gaussian) returns itself."""
-        return self
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, shape={self.shape})"
 
 
 class ToySource(DataSource):
@@ -120,11 +52,11 @@ class ToySource(DataSource):
         return self.name in TOY_WITH_DENSITY
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return sample_toy(self.name, _check_count(n), generator)
+        return sample_toy(self.name, check_count(n), generator)
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         """Fresh samples from a generator seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""
-        return sample_toy(self.name, _check_count(n), _heldout_generator(seed))
+        return sample_toy(self.name, check_count(n), heldout_generator(seed))
 
     def log_prob(self, x: Tensor) -> Tensor:
         if not self.has_log_prob:
@@ -156,7 +88,7 @@ class FileSource(DataSource):
         return cls(load_vectors(path), name=str(path))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        index = randint(self.train_rows.shape[0], _check_count(n), generator, self.train_rows.device)
+        index = randint(self.train_rows.shape[0], check_count(n), generator, self.train_rows.device)
         return self.train_rows[index]
 
     def to(self, device: torch.device | str) -> FileSource:
@@ -180,7 +112,7 @@ class FileSource(DataSource):
 
     def heldout_pair(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         """Two disjoint sets of n held-out rows (a seeded random order split in two); n <= max_heldout_pair."""
-        if _check_count(n) > self.max_heldout_pair:
+        if check_count(n) > self.max_heldout_pair:
             raise ValueError(f"n={n} is more than half of the {self.heldout_rows.shape[0]} held-out rows of "
                              f"'{self.name}'; use n <= {self.max_heldout_pair} (the noise floor needs two disjoint "
                              "held-out draws)")
@@ -190,7 +122,7 @@ class FileSource(DataSource):
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         generator = torch.Generator().manual_seed(int(seed))
         n_held = self.heldout_rows.shape[0]
-        if _check_count(n) <= n_held:
+        if check_count(n) <= n_held:
             index = torch.randperm(n_held, generator=generator)[:n]
         else:
             index = torch.randint(0, n_held, (n,), generator=generator)
@@ -212,11 +144,11 @@ class GaussianSource(DataSource):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n samples (n, *shape), drawn on the generator's device (the CPU without one)."""
-        return randn((_check_count(n), *self.shape), generator)
+        return randn((check_count(n), *self.shape), generator)
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
         """Fresh samples from a generator seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""
-        return torch.randn(_check_count(n), *self.shape, generator=_heldout_generator(seed))
+        return torch.randn(check_count(n), *self.shape, generator=heldout_generator(seed))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log N(x; 0, I) = sum over all entries of (-x^2 / 2 - log(2 pi) / 2): (B, *D) -> (B,)."""
@@ -230,35 +162,39 @@ class GaussianSource(DataSource):
 def resolve_data(spec: str, **image_options) -> DataSource:
     """A toy set name (see TOY_DATASETS), a path to a .npy / .csv file of (N, D) vectors, or an image set.
 
-    Image specs ("digits", "mnist", "fashion-mnist", "cifar10", "folder:PATH") go to
+    Image specs ("digits", "digits-thin", "digits-bold", "mnist", "fashion-mnist", "cifar10", "folder:PATH") go to
     :func:`straightflow.data.images.resolve_images` with `image_options` (data_dir, image_size, conditional,
     hflip, dequantize); other specs ignore them.
     """
     if spec in TOY_DATASETS:
         return ToySource(spec)
-    from straightflow.data.images import is_image_spec, resolve_images
-
     if is_image_spec(spec):
         return resolve_images(spec, **image_options)
     if Path(spec).suffix.lower() in VECTOR_SUFFIXES:
         return FileSource.from_file(spec)
     raise ValueError(
         f"unknown data '{spec}': name a toy set ({', '.join(TOY_DATASETS)}) "
-        f"or a file ending in {' or '.join(VECTOR_SUFFIXES)}, or an image set (digits, mnist, fashion-mnist, "
-        "cifar10, folder:PATH)"
+        f"or a file ending in {' or '.join(VECTOR_SUFFIXES)}, or an image set ({', '.join(IMAGE_DATASETS)}, "
+        "folder:PATH)"
     )
 
 
-def resolve_source(spec: str, dim: int | Sequence[int]) -> DataSource:
-    """The source distribution at t = 0 for data of dimension `dim`.
+def resolve_source(spec: str, dim: int | Sequence[int], **image_options) -> DataSource:
+    """The source distribution at t = 0 for data of shape `dim` (an int: vectors of that many entries).
 
-    "gaussian" gives N(0, I) of that shape; any other spec is resolved like data (data-to-data
-    transport) and must have the same number of entries per sample.
+    "gaussian" gives N(0, I) of that shape; any other spec is resolved like data (data-to-data transport) and
+    must have the data's sample shape. An image set as source (image-to-image translation) is read with the
+    data's `image_options` (data_dir, image_size, hflip; see resolve_data), never conditional nor dequantised
+    (its labels serve evaluation only), and is never resized: its (C, H, W) must equal the data's, which any
+    two folder:PATH sets do at one data.image_size.
     """
     if spec == "gaussian":
         return GaussianSource(dim)
-    source = resolve_data(spec)
-    want = dim if isinstance(dim, int) else math.prod(dim)
-    if source.dim != want:
-        raise ValueError(f"source '{spec}' has dimension {source.dim} but the data has dimension {want}")
-    return source
+    source = resolve_data(spec, **{**image_options, "conditional": False, "dequantize": False})
+    want = (dim,) if isinstance(dim, int) else tuple(dim)
+    if tuple(source.shape) == want:
+        return source
+    if len(want) == 1 and len(source.shape) == 1:
+        raise ValueError(f"source '{spec}' has dimension {source.dim} but the data has dimension {want[0]}")
+    raise ValueError(f"source '{spec}' has samples of shape {tuple(source.shape)} but the data {want}; a flow "
+                     "between two sets needs one shape (folder:PATH sets are resized to data.image_size)")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from straightflow.conditions import Condition
 from straightflow.methods.guidance import drop_labels
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import CoupledBatch
@@ -46,7 +47,7 @@ class FlowMatching:
 
     path: AffinePath
     time_sampler: object  # methods.time_sampling sampler: .sample(n, generator, device) -> (n,)
-    num_classes: int = 0
+    num_classes: int | Condition = 0  # K class labels, or a methods.guidance Condition
     label_dropout: float = 0.0
 
     def loss(self, model: nn.Module, batch: CoupledBatch, generator: torch.Generator | None) -> LossOutput:

@@ -90,8 +90,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from straightflow.conditions import Condition, as_condition, null_like
 from straightflow.methods.flow_matching import LossOutput
-from straightflow.methods.guidance import drop_labels, guided_velocity, null_labels
+from straightflow.methods.guidance import drop_labels, guided_velocity
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import CoupledBatch
 from straightflow.rng import rand
@@ -101,6 +102,7 @@ __all__ = [
     "JVP_MODES",
     "sample_interval_times",
     "adaptive_weight",
+    "has_tangent_pass",
     "jvp_tangent",
     "jvp_func",
     "jvp_func_nograd",
@@ -225,6 +227,11 @@ def _forward_takes_tangent(cls: type) -> bool:
     return forward is not None and "tangent" in inspect.signature(forward).parameters
 
 
+def has_tangent_pass(model: Callable) -> bool:
+    """Whether the network (under DDP / torch.compile wrappers) carries its own tangent pass."""
+    return hasattr(_inner_module(model), "forward_with_tangent")
+
+
 def jvp_tangent(
     model: Callable, x: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -302,14 +309,19 @@ def average_velocity_jvp(
 ) -> tuple[Tensor, Tensor]:
     """(u_theta(x, s, t) with gradients, d/ds u = J_u . (v, 1, 0) detached), each (B, *D), by `mode`.
 
-    model: a network called as model(x, s, t, label=label); with label None any u_fn(x, s, t) works for the
-    modes other than "tangent".
+    model: a network called as model(x, s, t, label=label); with label None any u_fn(x, s, t) works.
+    "tangent" uses the network's own tangent pass where it has one (:func:`has_tangent_pass`) and falls back
+    to "func" ("func_nograd" through DDP or torch.compile wrappers) where it has none.
     """
     _check_mode(mode)
+    inner = _inner_module(model)
+    wrapped = inner is not model
     if mode == "tangent":
-        return jvp_tangent(model, x, s, t, v, label)
+        if has_tangent_pass(inner):
+            return jvp_tangent(model, x, s, t, v, label)
+        # A network of the user's own without a tangent pass: torch.func, on the bare module under wrappers.
+        mode = "func_nograd" if wrapped else "func"
     u_fn = _as_u_fn(model, label)
-    wrapped = _inner_module(model) is not model
     if mode == "func":
         if wrapped and hasattr(model, "require_backward_grad_sync"):
             raise ValueError("method.jvp='func' cannot run through DistributedDataParallel (torch.func rejects its "
@@ -327,28 +339,31 @@ def guided_velocity_target(
     s: Tensor,
     v: Tensor,
     label: Tensor | None,
-    num_classes: int,
+    num_classes: int | Condition,
     omega: float = 1.0,
     kappa: float = 0.0,
 ) -> Tensor:
     """v_tilde (B, *D): omega v + kappa u(x_s, s, s | c) + (1 - omega - kappa) u(x_s, s, s | null) on rows
-    whose label c is not the null label `num_classes`, v elsewhere. Network terms under no_grad.
+    whose condition c is not the null one, v elsewhere. Network terms under no_grad.
+
+    num_classes: the number of classes K (null label K) or a Condition (a tensor condition's null).
 
     omega = 1, kappa = 0 returns v itself without calling the network.
     """
     if omega == 1.0 and kappa == 0.0:
         return v
-    if label is None or num_classes < 1:
+    condition = as_condition(num_classes)
+    if label is None or condition is None:
         raise ValueError(
             f"guidance folded into training (omega={omega}, kappa={kappa}) needs a conditional model with "
-            "labels; use omega=1, kappa=0 for an unconditional one"
+            "conditions; use omega=1, kappa=0 for an unconditional one"
         )
-    keep = broadcast_time(label != num_classes, v)  # rows that carry a class
+    keep = broadcast_time(~condition.is_null(label), v)  # rows that carry a condition
     b = x_s.shape[0]
     with torch.no_grad():  # one batched pass of 2B rows, no host sync; null rows are computed and discarded
         both = model(
             torch.cat([x_s, x_s]), torch.cat([s, s]), torch.cat([s, s]),
-            label=torch.cat([label, null_labels(b, num_classes, label.device)]),
+            label=torch.cat([label, null_like(condition, label)]),
         )
         cond, uncond = both[:b].to(v.dtype), both[b:].to(v.dtype)
         mixed = omega * v + kappa * cond + (1.0 - omega - kappa) * uncond
@@ -356,7 +371,8 @@ def guided_velocity_target(
 
 
 def teacher_velocity(
-    teacher: Callable, x_s: Tensor, s: Tensor, label: Tensor | None, num_classes: int, omega: float = 1.0
+    teacher: Callable, x_s: Tensor, s: Tensor, label: Tensor | None, num_classes: int | Condition,
+    omega: float = 1.0,
 ) -> Tensor:
     """v_T(x_s, s) (B, *D) of a velocity network, under no_grad, in x_s's dtype; labelled rows guided at scale
     omega (rows with the null label get the unconditional velocity)."""
@@ -406,12 +422,13 @@ def mean_flow_loss(
     jvp: str = "tangent",
     omega: float = 1.0,
     kappa: float = 0.0,
-    num_classes: int = 0,
+    num_classes: int | Condition = 0,
     fd_eps: float = DEFAULT_FD_EPS,
 ) -> tuple[Tensor, Tensor]:
     """(weighted loss, unweighted loss), each (B,): sg(w) e and e = mean_d (u_theta(x_s, s, t) - u_tgt)^2.
 
-    x0, x1: (B, *D) coupled noise and data; s <= t: (B,); label: (B,) long (null = num_classes) or None.
+    x0, x1: (B, *D) coupled noise and data; s <= t: (B,); label: (B,) long (null = num_classes), a tensor
+    condition (B, *C) (num_classes then a TensorCondition), or None.
     x_s and v = dx_s come from `path` at time s; guidance (omega, kappa) replaces v by v_tilde.
     """
     _check_order(s, t)
@@ -422,7 +439,7 @@ def mean_flow_loss(
 
 def _loss(
     model: Callable, path: AffinePath, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
-    weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int,
+    weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int | Condition,
     fd_eps: float, teacher: Callable | None = None,
 ) -> tuple[Tensor, Tensor]:
     # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
@@ -466,7 +483,7 @@ class MeanFlow:
 
     path: AffinePath
     time_sampler: object  # methods.time_sampling sampler: .sample(n, generator, device, dtype) -> (n,)
-    num_classes: int = 0
+    num_classes: int | Condition = 0  # K class labels, or a methods.guidance Condition
     label_dropout: float = 0.0
     ratio: float = 0.5
     weight_power: float = 0.5
@@ -490,7 +507,7 @@ class MeanFlow:
         if self.teacher is not None and self.kappa != 0.0:
             raise ValueError(f"kappa={self.kappa} mixes in the student's own conditional branch; with a teacher, "
                              "guide the teacher by omega alone (kappa=0)")
-        if guided and self.num_classes < 1:
+        if guided and as_condition(self.num_classes) is None:
             raise ValueError(
                 f"guidance weights omega={self.omega}, kappa={self.kappa} need a conditional model "
                 "(num_classes >= 1); use omega=1, kappa=0"

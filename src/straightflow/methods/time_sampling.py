@@ -8,7 +8,6 @@ Draws happen on the generator's device (torch requires it), else on ``device``, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -18,24 +17,17 @@ from straightflow.rng import rand, randn
 __all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "GridTime", "TIME_SAMPLERS", "get_time_sampler"]
 
 
-class TimeSampler(Protocol):
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor: ...
+class TimeSampler:
+    """A distribution over t in [0, 1] with ``sample(n, generator, device, dtype) -> (n,)``.
 
+    The samplers here share one skeleton: t = times(z) for z of n i.i.d. draws, U[0, 1) or N(0, 1) (``noise``),
+    so each says only how its times come from that noise. A sampler of your own needs only ``sample``.
+    """
 
-def _check_n(n: int) -> None:
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    noise = "uniform"  # "uniform": z ~ U[0, 1) (torch.rand); "normal": z ~ N(0, 1) (torch.randn)
 
-
-@dataclass(frozen=True)
-class UniformTime:
-    """t ~ U[0, 1) (torch.rand)."""
+    def times(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def sample(
         self,
@@ -44,41 +36,44 @@ class UniformTime:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> Tensor:
-        """n i.i.d. uniform times, shape (n,)."""
-        _check_n(n)
-        return rand(n, generator, device, dtype)
+        """n i.i.d. times, shape (n,)."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        draw = randn if self.noise == "normal" else rand
+        return self.times(draw(n, generator, device, dtype))
 
 
 @dataclass(frozen=True)
-class LogitNormalTime:
+class UniformTime(TimeSampler):
+    """t ~ U[0, 1) (torch.rand)."""
+
+    def times(self, z: Tensor) -> Tensor:
+        return z
+
+
+@dataclass(frozen=True)
+class LogitNormalTime(TimeSampler):
     """t = sigmoid(mean + std z), z ~ N(0, 1): logit(t) ~ N(mean, std^2) (Esser et al. 2024, Sec. 3.1).
 
     Puts more weight on intermediate times for mean = 0; density
-    p(t) = exp(-(logit t - mean)^2 / (2 std^2)) / (std sqrt(2 pi) t (1 - t)).
+    p(t) = exp(-(logit t - mean)^2 / (2 std^2)) / (std sqrt(2 pi) t (1 - t)); times lie in the open interval
+    (0, 1) up to floating-point rounding.
     """
 
     mean: float = 0.0
     std: float = 1.0
+    noise = "normal"
 
     def __post_init__(self) -> None:
         if not self.std > 0:
             raise ValueError(f"std must be > 0, got {self.std}")
 
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """n i.i.d. logit-normal times in [0, 1] (open interval up to floating-point rounding), shape (n,)."""
-        _check_n(n)
-        z = randn(n, generator, device, dtype)
+    def times(self, z: Tensor) -> Tensor:
         return torch.sigmoid(self.mean + self.std * z)
 
 
 @dataclass(frozen=True)
-class GridTime:
+class GridTime(TimeSampler):
     """t uniform on the k-step Euler grid {0, 1/k, ..., (k-1)/k}: t = floor(k U) / k, U ~ U[0, 1).
 
     Rectified-flow distillation to k steps (Liu et al. 2023): flow matching on fixed pairs at these times
@@ -91,17 +86,8 @@ class GridTime:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"grid time sampler needs steps >= 1 (an int), got {self.steps!r}")
 
-    def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """n i.i.d. grid times, shape (n,)."""
-        _check_n(n)
-        u = rand(n, generator, device, dtype)
-        return torch.floor(u * self.steps).clamp_max(self.steps - 1) / self.steps
+    def times(self, z: Tensor) -> Tensor:
+        return torch.floor(z * self.steps).clamp_max(self.steps - 1) / self.steps
 
 
 TIME_SAMPLERS: dict[str, type] = {"uniform": UniformTime, "logit_normal": LogitNormalTime, "grid": GridTime}

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from straightflow.models import tangent as tg
-from straightflow.models.embeddings import FourierTime, LabelEmbedding, time_features, time_inputs
+from straightflow.models.embeddings import FourierTime, condition_embedding, time_features, time_inputs
 
 __all__ = ["TimeLabelEmbedding"]
 
@@ -30,7 +30,7 @@ class TimeLabelEmbedding(nn.Module):
         self.n_times, self.kind, self.num_classes = n_times, kind, num_classes
         self.fourier = FourierTime(n_frequencies)
         self.mlp = nn.Sequential(nn.Linear(n_times * self.fourier.dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.label = LabelEmbedding(num_classes, dim) if num_classes > 0 else None
+        self.label = condition_embedding(num_classes, dim)  # K classes or a tensor Condition
 
     def forward(self, time: Tensor, end_time: Tensor | None, label: Tensor | None, batch: int) -> Tensor:
         return self.dual(time, end_time, label, batch)[0]

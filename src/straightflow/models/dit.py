@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from straightflow.models import tangent as tg
+from straightflow.models.backbone import ImageBackbone
 from straightflow.models.conditioning import TimeLabelEmbedding
 
 __all__ = ["DiT", "sincos_2d"]
@@ -100,7 +101,7 @@ def _gated_residual(h: Tensor, dh: Tensor | None, g: Tensor, dg: Tensor | None, 
         return out, dh + dg * a + g * da
 
 
-class DiT(nn.Module):
+class DiT(ImageBackbone):
     """v(x, t) (n_times = 1) or u(x, s, t) (n_times = 2) for images of `shape` (C, H, W), patch side p.
 
     Same call as the MLP: model(x, time, end_time=None, label=None), label None meaning the null label.
@@ -134,8 +135,6 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    time_feature_layer = ("embed.mlp.0", 0)  # see embeddings.widen_to_two_times
-
     def patchify(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, N, p * p * C)."""
         b, c, _, _ = x.shape
@@ -153,10 +152,7 @@ class DiT(nn.Module):
         tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ):
         """(B, C, H, W) -> (B, C, H, W); with tangent = (dx, dtime, dend_time), (out, J . tangent)."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"DiT expects x of shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        dx, dtime, dend_time = (None, None, None) if tangent is None else tangent
-        c, dc = self.embed.dual(time, end_time, label, x.shape[0], dtime, dend_time)
+        dx, c, dc = self.conditioning(x, time, end_time, label, tangent)
         h, dh = tg.linear(self.patch, *tg.apply_linear_map(self.patchify, x, dx))
         h = h + self.pos.to(x.dtype)
         for block in self.blocks:
@@ -167,10 +163,3 @@ class DiT(nn.Module):
         out, dout = tg.linear(self.head, *tg.modulate(*tg.layer_norm(self.norm, h, dh), scale, dscale, shift, dshift))
         out, dout = tg.apply_linear_map(self.unpatchify, out, dout)
         return out if tangent is None else (out, dout)
-
-    def forward_with_tangent(
-        self, x: Tensor, time: Tensor, end_time: Tensor | None, label: Tensor | None, dx: Tensor, dtime: Tensor,
-        dend_time: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        """(f, J_f . (dx, dtime, dend_time)) in one pass; the tangent carries no autograd history."""
-        return self(x, time, end_time, label, tangent=(dx, dtime, dend_time))

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from straightflow.conditions import ClassLabels, as_condition
+
 __all__ = ["FourierTime", "LabelEmbedding", "time_inputs", "time_features", "widen_to_two_times", "TIME_INPUTS"]
 
 # How a two-time model sees its pair (s, t): the point x lives at s, the jump ends at t.
@@ -109,6 +111,39 @@ class LabelEmbedding(nn.Module):
         if label is None:
             label = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
         return self.table(label)
+
+
+class TensorConditionEmbedding(nn.Module):
+    """Tensor condition c (B, *C) -> e (B, dim) = W_2 SiLU(W_1 flatten(c)); null rows (all NaN, the learned null
+    of :class:`~straightflow.conditions.TensorCondition`) and c = None get a learned vector instead."""
+
+    def __init__(self, shape: tuple[int, ...], dim: int):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.mlp = nn.Sequential(nn.Linear(math.prod(self.shape), dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, c: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        if c is None:
+            return self.null.expand(batch, -1)
+        if tuple(c.shape[1:]) != self.shape:
+            raise ValueError(f"condition must have shape (B, {', '.join(map(str, self.shape))}), got "
+                             f"{tuple(c.shape)}")
+        flat = c.reshape(batch, -1)
+        null = torch.isnan(flat).all(1, keepdim=True)
+        e = self.mlp(torch.nan_to_num(flat).to(self.null.dtype))
+        return torch.where(null, self.null.to(e.dtype), e)
+
+
+def condition_embedding(spec, dim: int) -> nn.Module | None:
+    """The embedding of a network's condition into `dim` features: a label table for K classes, an MLP for a
+    tensor condition, None without one. spec: int K, or a straightflow.conditions Condition."""
+    condition = as_condition(spec)
+    if condition is None:
+        return None
+    if isinstance(condition, ClassLabels):
+        return LabelEmbedding(condition.num_classes, dim)
+    return TensorConditionEmbedding(condition.shape, dim)
 
 
 def widen_to_two_times(state: dict, model: nn.Module, prefix: str = "") -> dict:

@@ -1,6 +1,6 @@
 """A time-conditioned MLP for vectors: v(x, t) with one time input, u(x, s, t) with two.
 
-    h_0 = [x, phi(tau_1), (phi(tau_2)), (e(label))]         (B, D + F)
+    h_0 = [x, phi(tau_1), (phi(tau_2)), (e(c))]             (B, D + F), c a class label or a tensor condition
     phi(tau) = sin/cos(w tau), tau, or [tau, sin/cos(w tau)]  time_features = fourier | raw | raw+fourier
     h_l = SiLU(W_l h_{l-1} + b_l),  l = 1..depth            (B, width)
     out = W_out h_depth + b_out                             (B, D)
@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from straightflow.conditions import Condition
 from straightflow.models import tangent as tg
-from straightflow.models.embeddings import FourierTime, LabelEmbedding, time_features
+from straightflow.models.embeddings import FourierTime, condition_embedding, time_features
 
 __all__ = ["MLP", "TIME_FEATURES"]
 
@@ -41,7 +42,7 @@ class MLP(nn.Module):
         n_times: int = 1,
         time_inputs: str = "s,t-s",
         n_frequencies: int = 16,
-        num_classes: int = 0,
+        num_classes: int | Condition = 0,
         max_frequency: float = 10.0,
         time_features: str = "fourier",
     ):
@@ -53,8 +54,8 @@ class MLP(nn.Module):
             raise ValueError(f"unknown time_features {time_features!r}; choose from: {', '.join(TIME_FEATURES)}")
         self.time_embed = FourierTime(0 if time_features == "raw" else n_frequencies, w_max=max_frequency,
                                       raw=time_features != "fourier")
-        self.label_embed = LabelEmbedding(num_classes, width) if num_classes > 0 else None
-        in_dim = dim + n_times * self.time_embed.dim + (width if num_classes > 0 else 0)
+        self.label_embed = condition_embedding(num_classes, width)  # K classes or a tensor Condition
+        in_dim = dim + n_times * self.time_embed.dim + (width if self.label_embed is not None else 0)
         self.hidden = nn.ModuleList(nn.Linear(in_dim if i == 0 else width, width) for i in range(depth))
         self.out = nn.Linear(width, dim)
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from straightflow.models import tangent as tg
+from straightflow.models.backbone import ImageBackbone
 from straightflow.models.conditioning import TimeLabelEmbedding
 
 __all__ = ["UNet", "parse_int_tuple"]
@@ -112,7 +113,7 @@ class Upsample(nn.Sequential):
         return tg.conv2d(self[1], *tg.upsample_nearest(x, dx))
 
 
-class UNet(nn.Module):
+class UNet(ImageBackbone):
     """v(x, t) (n_times = 1) or u(x, s, t) (n_times = 2) for images of `shape` (C, H, W).
 
     Same call as the MLP: model(x, time, end_time=None, label=None); label (B,) long with the null label
@@ -167,17 +168,12 @@ class UNet(nn.Module):
                 side *= 2
         self.out_norm, self.out = _norm(ch), _zero(nn.Conv2d(ch, c_img, 3, padding=1))
 
-    time_feature_layer = ("embed.mlp.0", 0)  # see embeddings.widen_to_two_times
-
     def forward(
         self, x: Tensor, time: Tensor, end_time: Tensor | None = None, label: Tensor | None = None,
         tangent: tuple[Tensor, Tensor, Tensor | None] | None = None,
     ):
         """(B, C, H, W) -> (B, C, H, W); with tangent = (dx, dtime, dend_time), (out, J . tangent)."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"UNet expects x of shape (B, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        dx, dtime, dend_time = (None, None, None) if tangent is None else tangent
-        c, dc = self.embed.dual(time, end_time, label, x.shape[0], dtime, dend_time)
+        dx, c, dc = self.conditioning(x, time, end_time, label, tangent)
         h, dh = tg.conv2d(self.stem, x, dx)
         skips = [(h, dh)]
         for block in self.down:
@@ -199,10 +195,3 @@ class UNet(nn.Module):
                 h, dh = block(h, dh)
         out, dout = tg.conv2d(self.out, *tg.silu(*tg.group_norm(self.out_norm, h, dh)))
         return out if tangent is None else (out, dout)
-
-    def forward_with_tangent(
-        self, x: Tensor, time: Tensor, end_time: Tensor | None, label: Tensor | None, dx: Tensor, dtime: Tensor,
-        dend_time: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        """(f, J_f . (dx, dtime, dend_time)) in one pass; the tangent carries no autograd history."""
-        return self(x, time, end_time, label, tangent=(dx, dtime, dend_time))

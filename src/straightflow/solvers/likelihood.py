@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from straightflow.solvers.divergence import DivergenceFn, divergence_fn, make_probes, resolve_estimator
+from straightflow.solvers.divergence import PROBE_KINDS, DivergenceFn, divergence_fn, make_probes, resolve_estimator
 from straightflow.solvers.integrate import SOLVERS, ODESolution, odeint
 from straightflow.types import AverageVelocityField, VelocityField
 
 __all__ = [
+    "LikelihoodOptions",
+    "likelihood_options",
     "LikelihoodResult",
     "ODESolutionWithLogProb",
     "standard_normal_log_prob",
@@ -47,6 +50,47 @@ __all__ = [
 ]
 
 LogProbFn = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class LikelihoodOptions:
+    """How the augmented ODE is solved, one object from the command line through every layer to the solve.
+
+    solver: "dopri5" (tolerances rtol, atol) or a fixed-step solver with ``steps`` steps. estimator: "auto"
+    (exact for D <= 16), "exact" or "hutchinson" with ``probes_k`` probes per point of ``probe_kind``
+    ("rademacher" or "gaussian"). Bad values are one-line ValueErrors when the options are made.
+    """
+
+    solver: str = "dopri5"
+    steps: int = 32
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    estimator: str = "auto"
+    probes_k: int = 1
+    probe_kind: str = "rademacher"
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose from: {', '.join(SOLVERS)}")
+        if not self.rtol > 0:
+            raise ValueError(f"rtol must be > 0, got {self.rtol}")
+        if not self.atol > 0:
+            raise ValueError(f"atol must be > 0, got {self.atol}")
+        if isinstance(self.probes_k, bool) or not isinstance(self.probes_k, int) or self.probes_k < 1:
+            raise ValueError(f"number of probes must be an int >= 1, got {self.probes_k!r}")
+        resolve_estimator(self.estimator, 1)  # checks the name
+        if self.probe_kind not in PROBE_KINDS:
+            raise ValueError(f"unknown probe kind {self.probe_kind!r}; choose from: {', '.join(PROBE_KINDS)}")
+
+
+def likelihood_options(options: LikelihoodOptions | None = None, **settings: Any) -> LikelihoodOptions:
+    """`options` (default: LikelihoodOptions()) with the fields named in `settings` replaced, so that callers
+    may pass an options object, keywords (solver="rk4", steps=8), or both."""
+    known = [f.name for f in fields(LikelihoodOptions)]
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        raise ValueError(f"unknown likelihood options {unknown}; choose from: {', '.join(known)}")
+    return replace(options or LikelihoodOptions(), **settings)
 
 
 @dataclass(frozen=True)
@@ -96,62 +140,43 @@ def augmented_field(div: DivergenceFn, shape: tuple[int, ...]) -> VelocityField:
     return field
 
 
-def _check_args(solver: str, rtol: float, atol: float, probes_k: int) -> None:
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose from: {', '.join(SOLVERS)}")
-    if not rtol > 0:
-        raise ValueError(f"rtol must be > 0, got {rtol}")
-    if not atol > 0:
-        raise ValueError(f"atol must be > 0, got {atol}")
-    if isinstance(probes_k, bool) or not isinstance(probes_k, int) or probes_k < 1:
-        raise ValueError(f"number of probes must be an int >= 1, got {probes_k!r}")
-
-
 def _solve_augmented(
-    v: VelocityField, x: Tensor, t0: float, t1: float, solver: str, steps: int, rtol: float, atol: float,
-    estimator: str, probes_k: int, probe_kind: str, generator: torch.Generator | None, create_graph: bool,
-    return_trajectory: bool,
+    v: VelocityField, x: Tensor, t0: float, t1: float, opts: LikelihoodOptions, generator: torch.Generator | None,
+    create_graph: bool, return_trajectory: bool,
 ) -> tuple[ODESolution, str, int]:
-    _check_args(solver, rtol, atol, probes_k)
     if x.dim() < 2:
         raise ValueError(f"x must be (B, *D), got shape {tuple(x.shape)}")
     shape = tuple(x.shape[1:])
-    kind = resolve_estimator(estimator, math.prod(shape))
+    kind = resolve_estimator(opts.estimator, math.prod(shape))
     probes = None
     if kind == "hutchinson":
-        probes = make_probes(probe_kind, probes_k, tuple(x.shape), generator, dtype=x.dtype, device=x.device)
+        probes = make_probes(opts.probe_kind, opts.probes_k, tuple(x.shape), generator, dtype=x.dtype, device=x.device)
     field = augmented_field(divergence_fn(v, kind, probes, create_graph), shape)
     z = torch.cat([x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0], 1)], dim=1)
     with torch.set_grad_enabled(create_graph and torch.is_grad_enabled()):
-        sol = odeint(field, z, solver=solver, steps=steps, t0=t0, t1=t1, rtol=rtol, atol=atol,
+        sol = odeint(field, z, solver=opts.solver, steps=opts.steps, t0=t0, t1=t1, rtol=opts.rtol, atol=opts.atol,
                      return_trajectory=return_trajectory)
-    return sol, kind, (probes_k if kind == "hutchinson" else 0)
+    return sol, kind, (opts.probes_k if kind == "hutchinson" else 0)
 
 
 def log_likelihood(
     v: VelocityField,
     x1: Tensor,
     source_log_prob: LogProbFn | None = None,
-    solver: str = "dopri5",
-    steps: int = 32,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    estimator: str = "auto",
-    probes_k: int = 1,
-    probe_kind: str = "rademacher",
+    options: LikelihoodOptions | None = None,
     generator: torch.Generator | None = None,
     create_graph: bool = False,
+    **settings: Any,
 ) -> LikelihoodResult:
     """log p_1(x1) = log p_0(x0) - int_0^1 div v(x_t, t) dt, by integrating [x, a] from t = 1 back to t = 0.
 
-    x1: (B, *D) data points. source_log_prob: log p_0, (B, *D) -> (B,) (default N(0, I)). solver: "dopri5"
-    (rtol, atol) or a fixed-step solver with ``steps`` steps. estimator: "auto" (exact for D <= 16),
-    "exact" or "hutchinson" with ``probes_k`` probes per point of ``probe_kind`` drawn from ``generator``
-    and kept fixed along the trajectory. ``create_graph`` keeps gradients (to x1 and v's parameters);
-    otherwise the result is detached.
+    x1: (B, *D) data points. source_log_prob: log p_0, (B, *D) -> (B,) (default N(0, I)). options /
+    settings: the solver and divergence estimator (:class:`LikelihoodOptions`, keywords override its fields);
+    Hutchinson probes are drawn from ``generator`` and kept fixed along the trajectory. ``create_graph`` keeps
+    gradients (to x1 and v's parameters); otherwise the result is detached.
     """
-    sol, kind, k = _solve_augmented(v, x1, 1.0, 0.0, solver, steps, rtol, atol, estimator, probes_k,
-                                    probe_kind, generator, create_graph, False)
+    opts = likelihood_options(options, **settings)
+    sol, kind, k = _solve_augmented(v, x1, 1.0, 0.0, opts, generator, create_graph, False)
     x0 = sol.x[:, :-1].reshape(x1.shape)
     integral = sol.x[:, -1]  # a(0) = int_0^1 div v dt
     base = (source_log_prob or standard_normal_log_prob)(x0)
@@ -162,16 +187,11 @@ def sample_with_log_prob(
     v: VelocityField,
     x0: Tensor,
     source_log_prob: LogProbFn | None = None,
-    solver: str = "dopri5",
-    steps: int = 32,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    estimator: str = "auto",
-    probes_k: int = 1,
-    probe_kind: str = "rademacher",
+    options: LikelihoodOptions | None = None,
     generator: torch.Generator | None = None,
     create_graph: bool = False,
     return_trajectory: bool = False,
+    **settings: Any,
 ) -> ODESolutionWithLogProb:
     """Sample x1 from x0 (B, *D) and get log p_1(x1) = log p_0(x0) - int_0^1 div v dt in the same forward pass.
 
@@ -179,8 +199,8 @@ def sample_with_log_prob(
     fixed-step solver the log-density is that solver's estimate of the CNF density at the sample it produced
     (its accuracy follows the solver's order and step count).
     """
-    sol, _, _ = _solve_augmented(v, x0, 0.0, 1.0, solver, steps, rtol, atol, estimator, probes_k,
-                                 probe_kind, generator, create_graph, return_trajectory)
+    opts = likelihood_options(options, **settings)
+    sol, _, _ = _solve_augmented(v, x0, 0.0, 1.0, opts, generator, create_graph, return_trajectory)
     b = x0.shape[0]
     x1 = sol.x[:, :-1].reshape(x0.shape)
     base = (source_log_prob or standard_normal_log_prob)(x0)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from straightflow.conditions import Condition, condition_from_meta
 from straightflow.data.source import resolve_data, resolve_source
 from straightflow.methods.flow_matching import FlowMatching
 from straightflow.methods.time_sampling import get_time_sampler
+from straightflow.models.adapters import as_flow_model
 from straightflow.models.mlp import MLP
 from straightflow.paths.affine import AffinePath
 from straightflow.paths.coupling import get_coupling
@@ -19,19 +22,65 @@ from straightflow.training.checkpoint import checkpoint_file, load_checkpoint, l
 from straightflow.training.config import METHODS, RunConfig, config_from_saved, resolve_defaults
 
 __all__ = [
-    "build_data", "build_model", "build_method", "build_teacher", "build_coupling", "build_pairs", "num_classes_of",
-    "load_network",
+    "build_data", "build_target", "build_source", "build_model", "build_method", "build_teacher", "build_coupling",
+    "build_pairs", "num_classes_of", "load_network",
 ]
 
 
-def build_data(cfg: RunConfig):
-    """(target data source, source distribution): both with .sample(n, generator) and .dim."""
+# data.data / model.arch of a run given data or a network of the user's own (Trainer(data=..., model=...)).
+OWN_DATA_PREFIX, OWN_MODEL_ARCH = "python:", "custom"
+
+
+def own_pieces(cfg: RunConfig, model: nn.Module | None = None, data=None) -> RunConfig:
+    """cfg recording that the run's network or data are the user's own (model.arch "custom"; data.data
+    "python:NAME"), so that config.json says what the run was made of and loading asks for the network."""
+    if model is not None:
+        cfg = replace(cfg, model=replace(cfg.model, arch=OWN_MODEL_ARCH))
+    if data is not None:
+        name = getattr(data, "name", None) or type(data).__name__
+        cfg = replace(cfg, data=replace(cfg.data, data=f"{OWN_DATA_PREFIX}{name}"))
+    return cfg
+
+
+def build_data(cfg: RunConfig, data=None, source=None):
+    """(target data source, source distribution): both with .sample(n, generator) and .shape.
+
+    data / source: your own (see straightflow.data.tensors.as_data_source) in place of cfg.data.data /
+    cfg.data.source."""
+    from straightflow.data.tensors import as_data_source
+
+    if data is not None:
+        data = as_data_source(data)
+    elif cfg.data.data.startswith(OWN_DATA_PREFIX):
+        raise ValueError(f"run data '{cfg.data.data}' were given in Python; pass them again (data=...) or use "
+                         "--data")
+    else:
+        data = build_target(cfg)
+    if source is not None:
+        source = as_data_source(source)
+        if source.dim != data.dim:
+            raise ValueError(f"the source has samples of shape {source.shape} but the data {data.shape}")
+        return data, source
+    return data, build_source(cfg, data.shape)
+
+
+def build_source(cfg: RunConfig, shape):
+    """The source p0 of cfg (data.source) for samples of `shape`: N(0, I), or a data set; an image set as
+    source (image-to-image translation) is read with the data's image options (data_dir, image_size, hflip)."""
     d = cfg.data
-    data = resolve_data(d.data, data_dir=d.data_dir, image_size=d.image_size, conditional=d.conditional,
+    return resolve_source(d.source, shape, data_dir=d.data_dir, image_size=d.image_size, hflip=d.hflip)
+
+
+def build_target(cfg: RunConfig, spec: str | None = None):
+    """The target data set of cfg (data.data), or the data `spec` read with cfg's image options (data_dir,
+    image_size, conditional, hflip, dequantize)."""
+    d = cfg.data
+    spec = d.data if spec is None else spec
+    data = resolve_data(spec, data_dir=d.data_dir, image_size=d.image_size, conditional=d.conditional,
                         hflip=d.hflip, dequantize=d.dequantize)
     if d.conditional and not num_classes_of(data):
-        raise ValueError(f"data.conditional needs labelled data, and '{d.data}' has no class labels")
-    return data, resolve_source(d.source, data.shape)
+        raise ValueError(f"data.conditional needs labelled data, and '{spec}' has no class labels")
+    return data
 
 
 def num_classes_of(data) -> int:
@@ -62,14 +111,21 @@ def build_coupling(cfg: RunConfig):
     return get_coupling(cfg.data.coupling, **kw)
 
 
-def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
-    """The network for data of `dim` entries: an MLP for vectors, a U-Net or DiT for images (arch "auto":
-    unet for image data sets, mlp otherwise)."""
+def build_model(cfg: RunConfig, shape: int | tuple[int, ...], num_classes: int | Condition | None = 0) -> nn.Module:
+    """The network for samples of `shape` (an int: vectors of that many entries): an MLP for vectors, a U-Net
+    or DiT for images (C, H, W) (arch "auto": unet for images, mlp otherwise). num_classes: K class labels or
+    a straightflow.conditions Condition."""
+    if cfg.model.arch == OWN_MODEL_ARCH:
+        raise ValueError("this run's network is your own (model.arch custom): pass the module again, e.g. "
+                         "load_run(path, model=MyNet(...))")
     if cfg.model.arch not in ("auto", "mlp", "unet", "dit"):
         raise ValueError(f"unknown model arch {cfg.model.arch!r}; choose from: auto, mlp, unet, dit")
     from straightflow.data.images import image_shape, is_image_spec
 
-    images = is_image_spec(cfg.data.data)
+    shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+    dim = math.prod(shape)
+    num_classes = num_classes or 0
+    images = len(shape) == 3 or is_image_spec(cfg.data.data)
     m = resolve_defaults(cfg, vectors=not images).model  # model.time_features "auto" -> the method's default
     n_times = 2 if cfg.method.name == "meanflow" else 1
     arch = ("unet" if images else "mlp") if m.arch == "auto" else m.arch
@@ -85,7 +141,8 @@ def build_model(cfg: RunConfig, dim: int, num_classes: int = 0) -> nn.Module:
     from straightflow.models.dit import DiT
     from straightflow.models.unet import UNet, parse_int_tuple
 
-    shape = image_shape(cfg.data.data, cfg.data.image_size)
+    if len(shape) != 3:  # an old run's metadata hold the dimension alone
+        shape = image_shape(cfg.data.data, cfg.data.image_size)
     if math.prod(shape) != dim:
         raise ValueError(f"images of shape {shape} have {math.prod(shape)} entries, but the data have {dim}")
     if arch == "unet":
@@ -103,15 +160,22 @@ def _time_sampler(cfg: RunConfig):
     return get_time_sampler(cfg.method.time_sampler, **kw)
 
 
-def load_network(run: str | Path, weights: str = "ema") -> tuple[nn.Module, RunConfig, dict[str, Any], Path]:
+def load_network(run: str | Path, weights: str = "ema", model: nn.Module | None = None
+                 ) -> tuple[nn.Module, RunConfig, dict[str, Any], Path]:
     """(network in eval mode without gradients, on the CPU; its run's config; the checkpoint's metadata; the
-    checkpoint file) for a run folder or checkpoint file, with its EMA ("ema") or raw ("model") weights."""
+    checkpoint file) for a run folder or checkpoint file, with its EMA ("ema") or raw ("model") weights.
+
+    model: the module of a run trained on a network of your own (model.arch custom), weights loaded into it."""
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
     ckpt = checkpoint_file(run)
     tensors, meta = load_checkpoint(ckpt)
     cfg = config_from_saved(meta["config"])
-    model = build_model(cfg, int(meta["dim"]), int(meta.get("num_classes", 0)))
+    condition = condition_from_meta(meta.get("condition"), int(meta.get("num_classes", 0)))
+    if model is None:
+        model = build_model(cfg, meta.get("shape") or int(meta["dim"]), condition or 0)
+    else:
+        model = as_flow_model(model, 2 if cfg.method.name == "meanflow" else 1, condition is not None)
     load_state_strict(model, tensors, f"{weights}.", str(ckpt))
     return model.eval().requires_grad_(False), cfg, meta, ckpt
 

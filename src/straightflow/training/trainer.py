@@ -18,20 +18,23 @@ written, so the last checkpoint on disk is always a good one.
 
 from __future__ import annotations
 
-import json
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from straightflow import __version__
 from straightflow.data.epochs import epoch_indices
+from straightflow.data.standardize import StandardizedData, resolve_mode, run_transform
+from straightflow.data.tensors import as_data_source, condition_of
+from straightflow.models.adapters import as_flow_model
 from straightflow.models.embeddings import widen_to_two_times
 from straightflow.paths.coupling import CoupledBatch
+from straightflow.progress import progress
 from straightflow.rng import step_generator
 from straightflow.training.build import (
     build_coupling,
@@ -41,15 +44,19 @@ from straightflow.training.build import (
     build_pairs,
     build_teacher,
     num_classes_of,
+    own_pieces,
 )
 from straightflow.training.checkpoint import (
     CHECKPOINT,
     checkpoint_file,
+    clean_temporaries,
     load_checkpoint,
     load_optimizer,
     load_state_strict,
     optimizer_tensors,
+    read_meta,
     save_checkpoint,
+    write_text_atomic,
 )
 from straightflow.training.config import (
     RunConfig,
@@ -68,6 +75,9 @@ from straightflow.training.distributed import (
     shard_range,
 )
 from straightflow.training.ema import EMA
+from straightflow.training.lock import RunLock
+from straightflow.training.loggers import JsonlLogger, check_log_spec, open_loggers, truncate_jsonl
+from straightflow.training.provenance import absolute_paths, run_provenance
 
 __all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "BATCH_STREAM", "METHOD_STREAM", "lr_at", "batch_device"]
 
@@ -111,20 +121,47 @@ class _Stats:
     extra_sums: dict[str, torch.Tensor]
     count: int
     first_bad: torch.Tensor  # step of the first non-finite loss, _NO_BAD if none
+    started: float = field(default_factory=time.perf_counter)  # host clock at the window's start (steps/s)
+
+
+def grad_norm(parameters) -> torch.Tensor:
+    """Global L2 norm of the gradients, sqrt(sum_p |g_p|^2), as a 0-dim tensor on their device (no host read)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 class Trainer:
     """Holds what a run's state is made of: model, EMA, optimizer, step. `fit()` runs the loop."""
 
-    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                 model: torch.nn.Module | None = None, data=None, source=None):
+        """cfg: the run's settings; out: its folder. Bring your own pieces, or leave them to cfg:
+
+        model: any nn.Module (see straightflow.models.adapters for the calling convention; a module that does
+            not speak it is wrapped by as_flow_model); recorded as model.arch "custom", so loading the run takes
+            the same module again (load_run(path, model=...)).
+        data: your data (a tensor, (x, c), a Dataset, a DataLoader or an iterable of batches; see
+            straightflow.data.tensors) in place of cfg.data.data; source: likewise for the source at t = 0
+            (default: cfg.data.source, a Gaussian).
+        """
         self.out, self.progress = Path(out), progress
+        data = None if data is None else as_data_source(data)
+        cfg = own_pieces(cfg, model, data)
         check_config(cfg)  # before any work: bad numbers are one-line errors, not crashes minutes later
-        self.data, self.source = build_data(cfg)
+        check_log_spec(cfg.train.log)  # likewise a logging backend whose package is missing
+        cfg = absolute_paths(cfg)  # config.json then names the same files from any working directory
+        self.data, self.source = build_data(cfg, data, source)
+        self.provenance = run_provenance(cfg, self.data)  # shape, data and source fingerprints (for meta)
         # Fields left to the method's default (data.coupling "auto", train.steps 0) get their values here, once.
-        saved = None
+        saved = saved_meta = None
         if resume and (self.out / CHECKPOINT).exists():  # a resumed run keeps the defaults it was made with
-            saved = config_from_saved(load_checkpoint(self.out / CHECKPOINT)[1]["config"])
+            saved_meta = read_meta(self.out / CHECKPOINT)
+            saved = config_from_saved(saved_meta["config"])
         cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved)
+        std = resolve_mode(cfg.data.standardize, self.data, saved.data.standardize if saved else None)
+        cfg = self.cfg = replace(cfg, data=replace(cfg.data, standardize=std))  # config.json records on / off
         threads = cfg.train.num_threads
         if threads == 0 and len(getattr(self.data, "shape", ())) <= 1:
             # A small MLP gains little from a second thread, and OpenMP threads that spin-wait collapse (100x
@@ -142,6 +179,11 @@ class Trainer:
         if cfg.data.ot_scope not in ("global", "rank"):
             raise ValueError(f"unknown data.ot_scope {cfg.data.ot_scope!r}; choose from: global, rank")
         self.num_classes = num_classes_of(self.data)
+        self.condition = condition_of(self.data)  # class labels, a tensor condition, or None
+        # data.standardize: the model trains on (x - mean) / std; the statistics go into the checkpoint
+        self.transform = run_transform(cfg, self.data, saved_meta, str(self.out / CHECKPOINT))
+        if self.transform is not None:
+            self.data = StandardizedData(self.data, self.transform)
         self.coupling = build_coupling(cfg)
         self.pairs = build_pairs(cfg, self.data, self.num_classes)  # None unless data.pairs (reflow, distill)
         sources = [self.pairs] if self.pairs is not None else [self.data, self.source]
@@ -151,9 +193,13 @@ class Trainer:
         else:  # finite sets are copied to the device once, here, instead of one batch per step
             self.data, self.source = self.data.to(self.batch_device), self.source.to(self.batch_device)
         teacher = build_teacher(cfg, self.data.dim, self.num_classes, self.device)
-        self.method = build_method(cfg, self.num_classes, teacher)
+        self.method = build_method(cfg, self.condition or 0, teacher)
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg, self.data.dim, self.num_classes).to(self.device)
+        if model is None:
+            model = build_model(cfg, self.data.shape, self.condition or 0)
+        else:
+            model = as_flow_model(model, 2 if cfg.method.name == "meanflow" else 1, self.condition is not None)
+        self.model = model.to(self.device)
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         o = cfg.optim
         # On CUDA one fused kernel updates every parameter (a small model's step is bound by kernel launches).
@@ -175,6 +221,7 @@ class Trainer:
                              f"{', '.join(COMPILE_MODES)}")
         if cfg.train.compile:
             self.forward_model = torch.compile(self.forward_model, mode=cfg.train.compile_mode)
+        self._owns_folder = resume  # a fresh run must find the folder without a checkpoint when it starts
         if resume:
             self._resume()
         elif (self.out / CHECKPOINT).exists():
@@ -198,7 +245,7 @@ class Trainer:
         g = step_generator(seed, step, BATCH_STREAM, device=device)
         if hasattr(self.data, "rows"):  # a finite set: every row once per epoch, across all ranks
             x1, label = self.data.rows(epoch_indices(step, b, self.data.num_rows, seed, device), g)
-        elif self.num_classes:
+        elif self.condition is not None:
             x1, label = self.data.sample_labeled(b, g)
         else:
             x1, label = self.data.sample(b, g), None
@@ -218,12 +265,34 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- the loop
     def fit(self, max_steps: int | None = None) -> None:
-        """Train to cfg.train.steps (or at most `max_steps` more steps: benchmarks train in slices)."""
+        """Train to cfg.train.steps (or at most `max_steps` more steps: benchmarks train in slices).
+
+        Rank 0 holds the run folder's lock (training.lock) meanwhile: a second writer gets a one-line error
+        before any work. Under the lock it removes the temporary files a killed save left, drops log lines
+        past the checkpoint (a resumed run writes them again; a fresh one keeps none) and refuses a folder
+        that another run filled since this trainer was made."""
+        lock = RunLock(self.out) if self.dist.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if lock is not None:
+                if not self._owns_folder and (self.out / CHECKPOINT).exists():
+                    raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose a "
+                                     "new --out")
+                clean_temporaries(self.out)
+                self._truncate_metrics()
+            self._owns_folder = True
+            self._fit(max_steps)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, max_steps: int | None) -> None:
         cfg, t = self.cfg, self.cfg.train
         stop = t.steps if max_steps is None else min(t.steps, self.step + max_steps)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(dumps(cfg))
+            write_text_atomic(self.out / "config.json", dumps(cfg))
         # Prefetch: the next batch (and its OT assignment, which releases the GIL) is built while this
         # step trains.
         # Only a coupling with real work (an assignment or a Sinkhorn solve) is worth a thread: for plain
@@ -232,9 +301,11 @@ class Trainer:
         pool = ThreadPoolExecutor(1) if prefetch else None
         fetch = (lambda k: pool.submit(self.make_batch, k)) if pool else None
         pending = fetch(self.step) if fetch and self.step < stop else None
+        self._logger = open_loggers(t.log, self.out, config_to_dict(cfg)) if self.dist.is_main else None
+        snapshot = self._snapshot_maker() if t.sample_every and self.dist.is_main else None
         stats = self._new_stats()
         show = self.progress and self.dist.is_main
-        bar = tqdm(total=t.steps, initial=self.step, disable=not show, desc="train", unit="step")
+        bar = progress(total=t.steps, initial=self.step, enabled=show, desc="train", unit="step")
         try:
             while self.step < stop:
                 step = self.step
@@ -253,18 +324,22 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip, foreach=True)
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip, foreach=True)
+                else:
+                    norm = grad_norm(self.model.parameters())
                 self.opt.step()
                 self.ema.update(self.model, step)
-                self._accumulate(stats, step, loss, out.logs)
+                self._accumulate(stats, step, loss, {**out.logs, "grad_norm": norm})
 
                 self.step = step + 1
                 bar.update(1)
                 last = self.step == t.steps
                 if self.step % t.log_every == 0 or last:
                     record = self._read_stats(stats, lr)  # raises on a non-finite loss
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    bar.set_postfix(loss=record["loss"])
                     stats = self._new_stats()
+                if snapshot is not None and (self.step % t.sample_every == 0 or last):
+                    stats.started += snapshot.log(self.ema.model, self.device, self.step, self._logger)  # s
                 if self.step % t.ckpt_every == 0 or last:
                     if stats.count:  # steps since the last read must be checked before saving
                         self._read_stats(stats, lr)
@@ -272,6 +347,9 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self._logger is not None:
+                self._logger.close()
+                self._logger = None
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
 
@@ -302,10 +380,19 @@ class Trainer:
             )
         record = {"step": self.step, "loss": float(stats.loss_sum) / stats.count, "lr": lr}
         record.update({k: float(v) / stats.count for k, v in stats.extra_sums.items()})
+        seconds = max(time.perf_counter() - stats.started, 1e-9)
+        b = self.cfg.train.batch_size
+        record.update(steps_per_s=stats.count / seconds, examples_per_s=stats.count * b / seconds)
         if self.dist.is_main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            logger = getattr(self, "_logger", None) or JsonlLogger(self.out)
+            logger.log_scalars(self.step, {k: v for k, v in record.items() if k != "step"})
         return record
+
+    def _snapshot_maker(self):
+        """What samples the EMA network every train.sample_every steps (training.snapshots)."""
+        from straightflow.training.snapshots import SnapshotMaker
+
+        return SnapshotMaker.for_run(self.cfg, self.data, self.source, self.condition)
 
     # ----------------------------------------------------------------------------------------- state
     def save(self) -> None:
@@ -319,17 +406,23 @@ class Trainer:
         tensors.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         tensors.update(optimizer_tensors(self.opt))
         meta = {"config": config_to_dict(self.cfg), "step": self.step, "version": __version__,
-                "dim": self.data.dim, "num_classes": self.num_classes, "torch": torch.__version__}
+                "dim": self.data.dim, "num_classes": self.num_classes, "torch": torch.__version__, **self.provenance,
+                "condition": None if self.condition is None else self.condition.to_meta()}
+        if self.transform is not None:
+            meta["data_transform"] = self.transform.to_meta()
         save_checkpoint(self.out / CHECKPOINT, tensors, meta)
 
     def _resume(self) -> None:
         path = self.out / CHECKPOINT
         tensors, meta = load_checkpoint(path)
-        saved = config_from_saved(meta["config"])
+        saved = absolute_paths(config_from_saved(meta["config"]))  # a run saved with relative paths: as before
+        if meta.get("data", self.provenance["data"]) != self.provenance["data"]:
+            raise ValueError(f"cannot resume {path}: its data {meta['data']['spec']} changed since the run started")
         # Everything but the length of the run and run-time knobs must match the checkpoint.
         def fixed(c: RunConfig) -> dict:
             d = config_to_dict(c)
-            for k in ("steps", "log_every", "ckpt_every", "device", "compile", "compile_mode", "num_threads"):
+            for k in ("steps", "log_every", "ckpt_every", "device", "compile", "compile_mode", "num_threads", "log",
+                      "sample_every"):
                 d["train"].pop(k)
             d["data"].pop("prefetch")
             return d
@@ -340,8 +433,7 @@ class Trainer:
         load_state_strict(self.model, tensors, "model.", str(path))
         load_state_strict(self.ema.model, tensors, "ema.", str(path))
         load_optimizer(self.opt, tensors)
-        self.step = int(meta["step"])
-        self._truncate_metrics()
+        self.step = int(meta["step"])  # log lines past it are dropped by fit, under the folder's lock
 
     def _init_from(self, run: str) -> None:
         """Start model and EMA from another run's EMA weights (the flow that made the pairs); fresh AdamW."""
@@ -353,7 +445,5 @@ class Trainer:
 
     def _truncate_metrics(self) -> None:
         # Lines logged after the checkpoint belong to a future the resumed run will write again.
-        path = self.out / "metrics.jsonl"
-        if path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+        for name in ("metrics.jsonl", "quality.jsonl"):
+            truncate_jsonl(self.out / name, self.step)
