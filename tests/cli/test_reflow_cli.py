@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_error(runs, tmp_path, capsys, argv, message):
 def test_meanflow_distillation_starts_as_the_teacher_and_samples_in_one_jump(runs, tmp_path):
     import torch
 
-    from straightflow.methods.rectified import distill_meanflow
+    from straightflow.pipelines.distill import distill_meanflow
     from straightflow.runs import load_run
 
     out = tmp_path / "mf"

@@ -110,3 +110,50 @@ def test_save_rejects_non_matrix_and_unknown_suffix(tmp_path):
         save_vectors(tmp_path / "x.npy", torch.zeros(2, 2, 2))
     with pytest.raises(ValueError, match="'.pt'"):
         save_vectors(tmp_path / "x.pt", torch.zeros(2, 2))
+
+
+# ------------------------------------------------------------------------------------ what pandas writes
+def test_a_pandas_index_column_is_dropped_with_a_warning_not_read_as_a_feature(tmp_path):
+    path = tmp_path / "df.csv"  # DataFrame.to_csv(): an unnamed index column first
+    path.write_text(",x,y\n0,1.5,2.5\n1,3.5,4.5\n2,0.25,0.5\n")
+    with pytest.warns(UserWarning, match="pandas index, not a feature: dropped"):
+        loaded = load_vectors(path)
+    assert torch.equal(loaded, torch.tensor([[1.5, 2.5], [3.5, 4.5], [0.25, 0.5]]))
+
+
+def test_an_unnamed_0_column_of_a_re_saved_frame_is_dropped_too(tmp_path):
+    path = tmp_path / "df.csv"  # read back with pandas and written again with index=False
+    path.write_text("Unnamed: 0,x\n3,1.5\n0,2.5\n7,0.5\n")
+    with pytest.warns(UserWarning, match="pandas index"):
+        assert torch.equal(load_vectors(path), torch.tensor([[1.5], [2.5], [0.5]]))
+
+
+def test_an_index_under_numeric_column_names_is_dropped_and_the_header_skipped(tmp_path):
+    path = tmp_path / "df.csv"  # pd.DataFrame(array).to_csv(): header ",0,1"
+    path.write_text(",0,1\n0,1.5,2.5\n1,3.5,4.5\n")
+    with pytest.warns(UserWarning, match="pandas index"):
+        assert torch.equal(load_vectors(path), torch.tensor([[1.5, 2.5], [3.5, 4.5]]))
+    path.write_text(",1.5\n2.0,3.5\n4.0,5.5\n")  # but a first row missing a value is no header
+    assert "non-numeric value '' at line 1, column 1" in _error(path)
+
+
+def test_a_header_of_column_numbers_above_real_values_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "df.csv"  # pd.DataFrame(array).to_csv(index=False): header "0,1"
+    path.write_text("0,1\n1.5,2.5\n3.5,4.5\n")
+    with pytest.warns(UserWarning, match="taken as a header of column numbers"):
+        assert torch.equal(load_vectors(path), torch.tensor([[1.5, 2.5], [3.5, 4.5]]))
+
+
+def test_column_numbers_above_integer_rows_are_kept_but_flagged(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text("0,1\n4,5\n7,9\n")
+    with pytest.warns(UserWarning, match="may be a header of column numbers; it is kept"):
+        assert load_vectors(path).shape == (3, 2)
+
+
+def test_a_headerless_first_column_counting_rows_is_kept_but_flagged(tmp_path):
+    path = tmp_path / "df.csv"  # to_csv(header=False): the index without a header
+    path.write_text("0,1.5\n1,3.5\n2,0.5\n")
+    with pytest.warns(UserWarning, match="counts 0..2 like a row index; it is kept"):
+        assert load_vectors(path).shape == (3, 2)
+

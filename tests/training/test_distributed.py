@@ -98,7 +98,7 @@ def test_reflow_pairs_and_likelihoods_from_two_ranks_equal_one_rank(tmp_path):
 
     from straightflow.data.pairs import load_pairs
     from straightflow.density import run_log_likelihood
-    from straightflow.methods.rectified import reflow_pairs_from_run
+    from straightflow.pipelines.pairs import reflow_pairs_from_run
     from straightflow.runs import load_run
 
     cfg = apply_overrides(RunConfig(), {**ARGS, "train.steps": 20})

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from pathlib import Path
 
 from straightflow.solvers.integrate import SOLVERS
 from straightflow.training.config import PRESETS, RunConfig, apply_overrides, load_toml
 
 __all__ = [
     "add_solver_args", "solver_specs", "add_config_args", "config_from_args", "parse_int_list", "join_ranks",
+    "run_folder_lock", "check_writable",
 ]
 
 
@@ -96,3 +100,28 @@ def config_from_args(args, flag_fields: dict[str, str]) -> RunConfig:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
         sets[key.strip()] = value.strip()
     return apply_overrides(cfg, sets)
+
+
+def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager:
+    """OUT's lock (training.lock.RunLock) for a command that writes a run folder, held by rank 0 under torchrun
+    (the other ranks write only what rank 0 coordinates); a second writer gets a one-line error."""
+    from straightflow.training.lock import RunLock
+
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun's rank, whether or not the group is joined yet
+    return RunLock(out) if main else contextlib.nullcontext()
+
+
+def check_writable(path: str | Path, flag: str = "--out") -> Path:
+    """`path` itself, once its folder exists and is writable: an output that cannot be written is refused
+    before the work that would fill it, not after."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot create its folder {folder} ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: its folder {folder} is not writable")
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name a file")
+    return path

@@ -43,11 +43,18 @@ def add_parser(subs) -> None:
 
 
 def run(args) -> int:
+    from straightflow.cli.common import run_folder_lock
+
+    with run_folder_lock(args.out):  # one writer per run folder, pairs and training alike
+        return _distill(args)
+
+
+def _distill(args) -> int:
     from straightflow.cli.common import join_ranks
-    from straightflow.methods.rectified import distill
+    from straightflow.pipelines.distill import distill
 
     if args.method == "meanflow":
-        from straightflow.methods.rectified import distill_meanflow
+        from straightflow.pipelines.distill import distill_meanflow
 
         out = distill_meanflow(args.run, args.out, train_steps=args.steps, guidance=args.guidance,
                                overrides=overrides(args), resume=args.resume, progress=not args.no_progress)

@@ -72,28 +72,31 @@ def overrides(args) -> dict:
 
 
 def shard_printer(args):
-    if args.no_progress:
-        return None
-    return lambda done, total: print(f"pairs: shard {done}/{total}", flush=True)
+    """Progress of the pair shards (rank 0 under torchrun); None with --no-progress."""
+    from straightflow.progress import progress_callback
+    from straightflow.training.distributed import world_info
+
+    return progress_callback("pairs", unit="shards", enabled=not args.no_progress and world_info().is_main)
 
 
 def run(args) -> int:
-    from straightflow.cli.common import join_ranks
-    from straightflow.methods.rectified import reflow
+    from straightflow.cli.common import join_ranks, run_folder_lock
+    from straightflow.pipelines.reflow import reflow
 
     join_ranks(args.device or "auto")  # under torchrun: each rank solves its own pair shards
-    out = reflow(args.run, args.out, args.pairs, train_steps=args.steps, pair_options=pair_options(args),
-                 overrides=overrides(args), resume=args.resume, progress=not args.no_progress,
-                 on_shard=shard_printer(args), device=args.device or "auto")
-    print(f"reflowed {args.run} on {args.pairs} pairs -> {out}")
-    if not args.no_plots:
-        write_plots(out)
+    with run_folder_lock(args.out):  # one writer per run folder, pairs and training alike
+        out = reflow(args.run, args.out, args.pairs, train_steps=args.steps, pair_options=pair_options(args),
+                     overrides=overrides(args), resume=args.resume, progress=not args.no_progress,
+                     on_shard=shard_printer(args), device=args.device or "auto")
+        print(f"reflowed {args.run} on {args.pairs} pairs -> {out}")
+        if not args.no_plots:
+            write_plots(out)
     return 0
 
 
 def write_plots(out: Path) -> None:
     """loss.png; for 2-D data samples.png (the run's own sampler) and trajectories.png (before / after)."""
-    from straightflow.methods.rectified import plot_reflow_trajectories
+    from straightflow.pipelines.reflow import plot_reflow_trajectories
     from straightflow.plots.figures import plot_loss_curve, plot_samples
     from straightflow.runs import load_run, sample_run
 
@@ -106,7 +109,7 @@ def write_plots(out: Path) -> None:
     grid = r.config.method.time_sampler == "grid"
     solver, steps = ("euler", r.config.method.grid_steps) if grid else ("dopri5", 1)
     x = sample_run(r, 2000, solver=solver, steps=steps).x.cpu()
-    data, _ = r.data_and_source()
+    data = r.load_data()
     title = f"{out.name}: {solver}" + (f" {steps} step(s)" if grid else "")
     plot_samples(x, data.heldout(2000), out / "samples.png", title=title)
     plot_reflow_trajectories(r, out / "trajectories.png")

@@ -15,6 +15,8 @@ FLAGS = {
     "steps": "train.steps", "batch_size": "train.batch_size", "lr": "optim.lr", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "compile": "train.compile",
     "data_dir": "data.data_dir", "conditional": "data.conditional", "arch": "model.arch",  # images
+    "log": "train.log", "sample_every": "train.sample_every",
+    "standardize": "data.standardize",
 }
 
 
@@ -29,9 +31,10 @@ def add_parser(subs) -> None:
     p.add_argument("--method", help="fm (flow matching / rectified flow) or meanflow")
     p.add_argument("--data", help="toy set (8gaussians, moons, checkerboard, circles, swissroll, 2spirals, "
                    "pinwheel, lissajous, spiral, studentt, grid25, ringdot, moons16d), "
-                   "a .npy/.csv file of shape (N, D), or images: digits, mnist, fashion-mnist, cifar10, "
-                   "folder:PATH")
-    p.add_argument("--source", help="'gaussian' (default) or a data set, for data-to-data transport")
+                   "a .npy/.csv file of shape (N, D), or images: digits, digits-thin, digits-bold, mnist, "
+                   "fashion-mnist, cifar10, folder:PATH")
+    p.add_argument("--source", help="'gaussian' (default) or a data set, for data-to-data transport; an image set "
+                   "of --data's shape for unpaired image-to-image translation (see `straightflow translate`)")
     p.add_argument("--coupling", help="independent | ot (exact minibatch OT) | sinkhorn; "
                    + method_defaults_help("data.coupling"))
     p.add_argument("--steps", type=int, help="training steps; " + method_defaults_help("train.steps"))
@@ -45,6 +48,13 @@ def add_parser(subs) -> None:
     p.add_argument("--conditional", action="store_const", const=True,
                    help="class-conditional training on the data's labels (label dropout: method.label_dropout)")
     p.add_argument("--arch", help="network: auto (mlp for vectors, unet for images) | mlp | unet | dit")
+    p.add_argument("--log", metavar="BACKENDS", help="also log to tensorboard and/or wandb (comma-separated; "
+                   "OUT/metrics.jsonl is always written): loss, lr, grad norm, steps/s, examples/s")
+    p.add_argument("--sample-every", type=int, metavar="K", help="every K steps log a sample picture and, for "
+                   "vector data, W2 against its floor (0 = off)")
+    p.add_argument("--standardize", choices=("auto", "on", "off"),
+                   help="train on per-feature standardised vectors, mapped back on sampling; auto (default): on for "
+                   ".npy/.csv data, off for toy sets and images")
     add_config_args(p)
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -56,6 +66,8 @@ def add_parser(subs) -> None:
 def run(args) -> int:
     from straightflow.training.trainer import Trainer
 
+    if args.steps is not None and args.steps < 1:  # in a config, train.steps = 0 means the method's default
+        raise ValueError(f"--steps must be >= 1, got {args.steps} (leave it out for the method's default)")
     cfg = config_from_args(args, FLAGS)
     trainer = Trainer(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     trainer.fit()
@@ -71,7 +83,7 @@ def write_run_plots(out: Path) -> None:
     from straightflow.runs import load_run, sample_run
 
     records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln]
-    extra = {k: [r[k] for r in records] for k in records[0] if k not in ("step", "loss", "lr")} if records else {}
+    extra = {k: [r[k] for r in records] for k in records[0] if k.startswith("loss_")} if records else {}
     plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], out / "loss.png", extra or None)
     run = load_run(out)
     from straightflow.image_evaluation import is_image_run, write_image_grid
@@ -81,6 +93,6 @@ def write_run_plots(out: Path) -> None:
     elif run.dim == 2:
         solver, steps = ("meanflow", 1) if run.average_velocity else ("dopri5", 1)
         x = sample_run(run, 2000, solver=solver, steps=steps).x.cpu()
-        data, _ = run.data_and_source()
+        data = run.load_data()
         plot_samples(x, data.heldout(2000), out / "samples.png",
                      title=f"{run.config.method.name} on {run.config.data.data}: {solver}")

@@ -10,7 +10,9 @@ Each reader returns integer pixels k (N, C, H, W) uint8 with its labels (N,) int
   b"data" (10000, 3072) uint8 (channel-major 32x32 planes) and b"labels". They are read with an unpickler
   that only admits numpy arrays, so a foreign pickle cannot run code.
 - :func:`read_image_folder`: any folder of images (Pillow); class = subfolder name when there are subfolders.
-  Every image is converted to RGB, its shorter side resized to `size` (bicubic), then centre-cropped.
+  Every image is converted to RGB, its shorter side resized to `size` (bicubic), then centre-cropped
+  (:func:`list_image_files` and :func:`read_image_files` are its two halves).
+- :func:`write_image_files`: the way back, images in [-1, 1] to 8-bit PNG files.
 - :func:`load_digits_images`: scikit-learn's 8x8 digits (shipped with scikit-learn), 17 grey levels 0..16.
 
 Every problem with a file is a one-line ValueError naming the file and what was expected.
@@ -19,14 +21,16 @@ Every problem with a file is a one-line ValueError naming the file and what was 
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "IDX_TYPES", "IMAGE_SUFFIXES", "read_idx", "find_file", "read_mnist_split", "read_cifar10",
-    "read_image_folder", "load_digits_images",
+    "list_image_files", "read_image_files", "read_image_folder", "write_image_files", "load_digits_images",
 ]
 
 IDX_TYPES: dict[int, str] = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -49,7 +53,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise ValueError(f"{path} is a damaged gzip file ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(
@@ -61,7 +65,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if ndim == 0 or len(raw) < header:
         raise ValueError(f"IDX file {path} declares {ndim} dimensions but its header is truncated")
     shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # exact: sizes up to 2^32 - 1 each
     if len(raw) != expected:
         raise ValueError(
             f"IDX file {path} has {len(raw)} bytes but its header (shape {shape}, {dtype.itemsize}-byte "
@@ -112,14 +116,20 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch ({err})") from None
+    except Exception as err:  # noqa: BLE001 - unpickling arbitrary bytes can fail in any way
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is not a CIFAR-10 python batch ({reason})") from None
     if not isinstance(batch, dict):
         raise ValueError(f"{path} is not a CIFAR-10 python batch: expected a dict, got {type(batch).__name__}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: keys {sorted(batch)} lack 'data' and 'labels'")
-    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
+        keys = sorted(map(repr, batch))[:5]
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: keys {', '.join(keys)} lack 'data' and 'labels'")
+    try:
+        data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: CIFAR-10 data and labels must be arrays of integers ({reason})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise ValueError(
             f"{path}: expected data (N, 3072) uint8 and N labels, got data {data.dtype} {data.shape} and "
@@ -163,10 +173,33 @@ def _load_square(path: Path, size: int) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path} ({err})") from None
+    except Exception as err:  # noqa: BLE001 - decoders of damaged files raise SyntaxError, ValueError, bombs, ...
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"cannot read image {path} ({type(err).__name__}: {reason})") from None
 
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def list_image_files(folder: str | Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """([(file, class index)], class names) of a folder of images, in reading order: with subfolders, each
+    subfolder (sorted by name) is one class and holds that class's files; without, the folder's own files
+    (sorted), class index -1 and no class names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} does not exist")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _image_files(p))
+    if classes:
+        return [(f, k) for k, c in enumerate(classes) for f in _image_files(folder / c)], classes
+    return [(f, -1) for f in _image_files(folder)], []
+
+
+def read_image_files(files: list[Path], size: int = 32) -> np.ndarray:
+    """Images (N, 3, size, size) uint8 from N image files: RGB, shorter side resized to `size`, centre-cropped."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image size must be a positive int, got {size!r}")
+    return np.stack([_load_square(Path(f), size) for f in files])
 
 
 def read_image_folder(folder: str | Path, size: int = 32) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -175,23 +208,32 @@ def read_image_folder(folder: str | Path, size: int = 32) -> tuple[np.ndarray, n
     With subfolders, each subfolder (sorted by name) is one class and holds that class's images; without,
     the folder's own images are one unlabelled set. Shorter side resized to `size`, then centre-cropped.
     """
-    folder = Path(folder)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"image size must be a positive int, got {size!r}")
-    if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _image_files(p))
-    if classes:
-        files = [(f, k) for k, c in enumerate(classes) for f in _image_files(folder / c)]
-    else:
-        files = [(f, -1) for f in _image_files(folder)]
+    files, classes = list_image_files(folder)
     if len(files) < 2:
         raise ValueError(
             f"image folder {folder} holds {len(files)} images; need at least 2 ({', '.join(IMAGE_SUFFIXES)})"
         )
-    images = np.stack([_load_square(f, size) for f, _ in files])
+    images = read_image_files([f for f, _ in files], size)
     labels = np.array([k for _, k in files], dtype=np.int64) if classes else None
     return images, labels, classes
+
+
+def write_image_files(x: np.ndarray, paths: list[Path]) -> list[Path]:
+    """Write images x (N, C, H, W), C = 1 (grey) or 3 (RGB), pixels in [-1, 1] (clamped), as 8-bit PNG files:
+    level k = round(255 (x + 1) / 2), so reading them back gives 2 k / 255 - 1. Folders are created."""
+    from PIL import Image
+
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != 4 or a.shape[1] not in (1, 3) or len(paths) != a.shape[0]:
+        raise ValueError(f"need images (N, C, H, W) with C = 1 or 3 and one path each, got {a.shape} and "
+                         f"{len(paths)} paths")
+    levels = np.rint((np.clip(a, -1, 1) + 1) * 127.5).astype(np.uint8)
+    for img, path in zip(levels, paths, strict=True):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(path)
+    return [Path(p) for p in paths]
 
 
 # ------------------------------------------------------------------------------------------------ digits

@@ -9,7 +9,7 @@ and the settings that made it) and, once every shard is written, the manifest ``
 
 Shards are written atomically (temp file + rename), so a folder never holds a half-written shard; the
 manifest is written last, so a folder without one is an interrupted generation (see
-:func:`straightflow.methods.rectified.generate_reflow_pairs`, which resumes it).
+:func:`straightflow.pipelines.pairs.generate_reflow_pairs`, which resumes it).
 
 :class:`PairSource` serves random rows of a loaded coupling to the trainer: the pairs are already paired,
 so no coupling is applied to them.
@@ -64,7 +64,7 @@ def read_shard(folder: str | Path, index: int) -> tuple[dict[str, Tensor], dict[
     path = shard_path(folder, index)
     if not path.is_file():
         raise ValueError(f"pairs shard {path} is missing")
-    tensors, meta = load_checkpoint(path)  # corrupt / foreign files raise ValueError naming the path
+    tensors, meta = load_checkpoint(path, kind="pairs shard")  # corrupt / foreign files: ValueError naming it
     rows = meta.get("rows")
     if "x0" not in tensors or "x1" not in tensors or meta.get("shard") != index:
         raise ValueError(f"{path} is not pairs shard {index} (expected tensors x0, x1 and shard index {index})")

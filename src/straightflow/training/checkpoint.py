@@ -1,7 +1,10 @@
 """Checkpoints: tensors in one safetensors file, everything else as JSON in its metadata; never pickle.
 
 The file is written to a temporary name in the same folder and renamed over the old one (atomic on POSIX),
-so a kill during a save leaves the previous checkpoint intact.
+so a kill during a save leaves the previous checkpoint intact; a failed write (a full disk, an I/O error)
+removes its temporary file and raises an OSError naming the checkpoint, and the temporaries a kill leaves
+behind are removed by :func:`clean_temporaries` when the next writer starts. Files get the permissions the
+umask allows (0644 under the usual 022), like any other file the run writes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 __all__ = [
-    "CHECKPOINT", "checkpoint_file", "save_checkpoint", "load_checkpoint", "load_state_strict", "optimizer_tensors",
-    "load_optimizer",
+    "CHECKPOINT", "checkpoint_file", "save_checkpoint", "load_checkpoint", "read_meta", "load_state_strict",
+    "optimizer_tensors", "load_optimizer", "clean_temporaries", "write_text_atomic",
 ]
 
 CHECKPOINT = "checkpoint.safetensors"  # a run folder's checkpoint
@@ -30,20 +33,73 @@ def checkpoint_file(run: str | Path) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
+def _umask() -> int:
+    """The process umask (from /proc on Linux, where reading it changes nothing; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Write tensors + JSON-able meta to `path` atomically (temp file, fsync, rename)."""
+    """Write tensors + JSON-able meta to `path` atomically (temp file, fsync, rename).
+
+    On an OSError (ENOSPC, EIO, ...) the temporary file is removed, the file at `path` is left as it was and
+    the error is re-raised naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata={"straightflow": json.dumps(meta)})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(flat, str(tmp), metadata={"straightflow": json.dumps(meta)})
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e) or "error").splitlines()[0]
+        err = OSError(f"cannot write {path}: {reason}")
+        err.errno = getattr(e, "errno", None)
+        raise err from None
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(tensors, meta) from a checkpoint; a missing, truncated or foreign file is a one-line ValueError."""
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new file."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def clean_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (.NAME.tmp-PID) that writers killed mid-save left in `folder`; call it only
+    while holding the folder's lock (training.lock), so no live writer's file is taken. Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def load_checkpoint(path: str | Path, kind: str = "run") -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, meta) from a checkpoint; a missing, truncated or foreign file is a one-line ValueError, and so
+    is broken metadata: not JSON, or (kind "run", a run's checkpoint) without its config and step."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
@@ -55,9 +111,36 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             raw = (f.metadata() or {}).get("straightflow")
     except (SafetensorError, OSError, RuntimeError) as e:
         raise ValueError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from None
+    return tensors, _parse_meta(raw, path, kind)
+
+
+def _parse_meta(raw: str | None, path: Path, kind: str = "run") -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"checkpoint {path} was not written by straightflow (no metadata)")
-    return tensors, json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {path} has broken JSON in its metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {path} has metadata that is not a JSON object")
+    if kind == "run" and not (isinstance(meta.get("config"), dict) and isinstance(meta.get("step"), int)):
+        raise ValueError(f"checkpoint {path} is not a run's checkpoint: its metadata lack a config and a step")
+    return meta
+
+
+def read_meta(path: str | Path, kind: str = "run") -> dict[str, Any]:
+    """A checkpoint's metadata alone (no tensors are read); errors as :func:`load_checkpoint`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("straightflow")
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ValueError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from None
+    return _parse_meta(raw, path, kind)
 
 
 def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

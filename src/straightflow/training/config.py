@@ -45,6 +45,9 @@ class DataConfig:
     pairs: str = ""  # folder of fixed (x0, x1) pairs (reflow / distillation): batches are its rows, no coupling;
     # data and source still describe the target and source distributions (evaluation, sampling)
     ot_scope: str = "global"  # multi-process: solve minibatch OT on the global batch, or per rank ("rank")
+    # auto | on | off: train on per-feature standardised vectors (statistics stored in the run, undone on every
+    # sample); auto = on for vector data read from files, off for toy sets and images (data/standardize.py)
+    standardize: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
     num_threads: int = 0  # torch intra-op threads; 0 = auto: 1 for vector data, torch's default for images
     init_from: str = ""  # run folder whose EMA weights start model and EMA (reflow, distillation); not on resume
+    # where records go besides RUN/metrics.jsonl (always written): "jsonl", "tensorboard", "wandb", or several
+    # joined by commas (training/loggers.py)
+    log: str = "jsonl"
+    sample_every: int = 0  # steps between sample pictures + a quality number (W2 vs its floor); 0 = off
 
 
 @dataclass(frozen=True)
@@ -272,7 +279,8 @@ def config_from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunCon
 
 # Fields added after runs were first saved, with the value that runs saved without them were made with: a
 # saved config.json that lacks one is read with this value, not the current default (old checkpoints load).
-_SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_features": "fourier"}
+_SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_features": "fourier",
+                                 "data.standardize": "off"}
 
 
 def config_from_saved(d: dict[str, Any]) -> RunConfig:
@@ -324,6 +332,7 @@ _BOUNDS = (
     ("train.log_every", 1, True, "steps between log lines"),
     ("train.ckpt_every", 1, True, "steps between checkpoints"),
     ("train.num_threads", 0, True, "torch threads; 0 = auto"),
+    ("train.sample_every", 0, True, "steps between sample pictures; 0 = off"),
     ("optim.lr", 0.0, False, "learning rate"),
     ("optim.warmup_steps", 0, True, "warm-up steps"),
     ("optim.grad_clip", 0.0, True, "max gradient norm; 0 = off"),
@@ -339,6 +348,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
         value = getattr(getattr(cfg, section), name)
         if not (value >= low if inclusive else value > low):  # also catches NaN
             raise ValueError(f"{key} must be {'>=' if inclusive else '>'} {low} ({meaning}), got {value!r}")
+    if cfg.data.standardize not in ("auto", "on", "off"):
+        raise ValueError(f"data.standardize must be auto, on or off, got {cfg.data.standardize!r}")
     if not 0.0 <= cfg.optim.ema_decay < 1.0:
         raise ValueError(f"optim.ema_decay must lie in [0, 1), got {cfg.optim.ema_decay!r}")
     return cfg
