@@ -27,12 +27,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from straightflow.data.images import is_image_spec
+from straightflow.data.images import ImageSource, is_image_spec
 from straightflow.metrics import images as im
+from straightflow.progress import progress as reporter
+from straightflow.report.tables import Column, Table
 from straightflow.runs import Run, sample_run
 
 __all__ = ["ImageEvalRow", "ImageEvalReport", "is_image_run", "balanced_labels", "sample_images",
-           "evaluate_images", "format_image_table", "clamp_images", "write_sample_grid", "write_image_grid"]
+           "evaluate_images", "image_eval_table", "format_image_table", "clamp_images", "write_sample_grid",
+           "write_image_grid"]
 
 
 @dataclass
@@ -78,12 +81,11 @@ def balanced_labels(n: int, num_classes: int) -> Tensor:
 
 def sample_images(
     run: Run, n: int, solver: str = "euler", steps: int = 8, seed: int = 0, labels: Tensor | None = None,
-    guidance: float = 1.0, batch: int = 500, rtol: float = 1e-5, atol: float = 1e-5,
+    guidance: float = 1.0, batch: int = 500, rtol: float = 1e-5, atol: float = 1e-5, x0: Tensor | None = None,
 ) -> tuple[Tensor, float]:
-    """(samples (n, C, H, W) in [-1, 1] on the CPU, mean NFE): x0 drawn for all n from `seed`, solved in
-    batches of `batch` (labels (n,) long, or None)."""
-    _, source = run.data_and_source()
-    x0 = source.sample(n, torch.Generator().manual_seed(seed))
+    """(samples (n, C, H, W) in [-1, 1] on the CPU, mean NFE): x0 drawn for all n from `seed` (or given,
+    (n, C, H, W): translation inputs), solved in batches of `batch` (labels (n,) long, or None)."""
+    x0 = run.draw_x0(n, seed) if x0 is None else x0
     out, nfes = [], []
     for start in range(0, n, batch):
         chunk = slice(start, min(n, start + batch))
@@ -113,10 +115,13 @@ def fid_at(feats: Tensor, ref_stats, m: int) -> float:
 def evaluate_images(
     run: Run, specs: list[tuple[str, int]], n: int = 1000, seed: int = 0, guidance: float = 1.0,
     max_reference: int = 10000, k: int = 3, batch: int = 500, cache=None, with_true_fid: bool = False,
-    progress: bool = False,
+    progress: bool = False, data: ImageSource | None = None,
 ) -> ImageEvalReport:
-    """One row per (solver, steps) spec (MeanFlow: steps = jumps); see the module doc for the protocol."""
-    data, _ = run.data_and_source()
+    """One row per (solver, steps) spec (MeanFlow: steps = jumps); see the module doc for the protocol.
+    `progress` reports the feature network's training (first use only) and each row. `data`: the images to
+    compare with (default: the run's training set, refused if it changed since training, see
+    :meth:`~straightflow.runs.Run.load_data`)."""
+    data = run.load_data() if data is None else data
     net = im.feature_network(data, cache, progress=progress)
     g = torch.Generator().manual_seed(seed + 12345)
     ref_index = torch.randperm(data.train.shape[0], generator=g)[:max_reference]
@@ -130,6 +135,7 @@ def evaluate_images(
     labels = balanced_labels(n, run.num_classes) if conditional else None
     report = ImageEvalReport(str(run.path), data.name, n, len(ref_index), floor, floor_note, net.test_accuracy,
                              conditional, guidance)
+    bar = reporter(total=len(specs), desc="eval", unit="rows", enabled=progress)
     for solver, steps in specs:
         start = time.perf_counter()
         x, nfe = sample_images(run, n, solver, steps, seed, labels, 1.0 if run.average_velocity else guidance, batch)
@@ -140,25 +146,43 @@ def evaluate_images(
         acc = float((logits.argmax(1) == labels).double().mean()) if conditional else None
         true = im.true_fid(x, reference) if with_true_fid else None
         report.rows.append(ImageEvalRow(solver, steps, nfe, fid, precision, recall, acc, seconds, n / seconds, true))
+        bar.set_postfix(last=f"{solver} {steps}: feature-FID {fid:.3f} (floor {floor:.3f})")
+        bar.update(1)
+    bar.close()
     return report
 
 
+IMAGE_FLOOR_NOTE = ("floor (row 'held-out'): feature-FID of held-out test images against the same reference at "
+                    "equal n; a perfect sampler scores about 1x. Feature-FID uses this project's feature network, "
+                    "not Inception: compare it only between runs on the same data")
+IMAGE_COLUMNS = [
+    Column("solver", "solver"), Column("steps", "steps"), Column("nfe", "NFE", ".1f"),
+    Column("feature_fid", "feature-FID", ".3f"), Column("fid_ratio", "FID/floor", ".2f", suffix="x"),
+    Column("precision", "precision", ".3f"), Column("recall", "recall", ".3f"),
+    Column("class_accuracy", "class acc", ".3f"), Column("seconds", "time", ".2f", "s"),
+    Column("samples_per_s", "rate", ".1f", "samples/s"),
+]
+
+
+def image_eval_table(report: ImageEvalReport) -> Table:
+    """The report as a :class:`~straightflow.report.tables.Table`: a 'held-out' row (the floor), then one row
+    per sampler (with an Inception FID column when computed); the protocol in the title, the floor explained
+    below."""
+    title = (f"run {report.run}  data {report.data}  n={report.n}  reference {report.n_reference} train images  "
+             f"{report.floor_note}  feature-net test accuracy {report.feature_net_accuracy:.3f}"
+             + (f"  guidance {report.guidance:g}" if report.conditional else ""))
+    columns = list(IMAGE_COLUMNS)
+    if any(r.true_fid is not None for r in report.rows):
+        columns.append(Column("true_fid", "FID", ".2f"))
+    floor = {"solver": "held-out", "feature_fid": report.floor_fid, "fid_ratio": 1.0}
+    rows = [{**asdict(r), "fid_ratio": r.feature_fid / report.floor_fid if report.floor_fid > 0 else float("inf")}
+            for r in report.rows]
+    return Table(columns, [floor, *rows], title, [IMAGE_FLOOR_NOTE])
+
+
 def format_image_table(report: ImageEvalReport) -> str:
-    """A fixed-width table: one line per row, the protocol in the header."""
-    head = (f"run {report.run}  data {report.data}  n={report.n}  reference {report.n_reference} train images  "
-            f"feature-FID floor (held-out test images) {report.floor_fid:.3f}, {report.floor_note}  "
-            f"feature-net test accuracy {report.feature_net_accuracy:.3f}"
-            + (f"  guidance {report.guidance:g}" if report.conditional else ""))
-    cols = f"{'solver':<10}{'steps':>6}{'NFE':>7}{'feat-FID':>10}{'prec':>7}{'recall':>8}{'class-acc':>10}{'sec':>8}" \
-           f"{'samp/s':>9}"
-    has_true = any(r.true_fid is not None for r in report.rows)
-    lines = [head, cols + (f"{'FID':>9}" if has_true else "")]
-    for r in report.rows:
-        acc = f"{r.class_accuracy:>10.3f}" if r.class_accuracy is not None else f"{'-':>10}"
-        line = (f"{r.solver:<10}{r.steps:>6}{r.nfe:>7.1f}{r.feature_fid:>10.3f}{r.precision:>7.3f}{r.recall:>8.3f}"
-                f"{acc}{r.seconds:>8.2f}{r.samples_per_s:>9.1f}")
-        lines.append(line + (f"{r.true_fid:>9.2f}" if r.true_fid is not None else ""))
-    return "\n".join(lines)
+    """Aligned text (see :func:`image_eval_table`): the floor row first, one line per sampler."""
+    return image_eval_table(report).text()
 
 
 def clamp_images(sol):
@@ -194,9 +218,7 @@ def write_image_grid(
     if run.num_classes > 0:
         labels = torch.arange(run.num_classes).repeat_interleave(per_class)
         x, nfe = sample_images(run, len(labels), solver, steps, seed, labels, guidance)
-        data, _ = run.data_and_source()
-        names = list(getattr(data, "class_names", [])) or [str(k) for k in range(run.num_classes)]
-        nrow, rows = per_class, names
+        nrow, rows = per_class, run.class_names
     else:
         x, nfe = sample_images(run, n, solver, steps, seed)
         nrow, rows = min(10, n), None

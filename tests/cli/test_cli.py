@@ -124,3 +124,41 @@ def test_config_command_prints_the_resolved_per_method_defaults(capsys):
     assert 'coupling = "ot"' in text and "lr = 0.0003" in text and "steps = 8000" in text
     assert main(["config", "--method", "fm", "--data", "digits", "--unresolved"]) == 0
     assert 'coupling = "auto"' in capsys.readouterr().out
+
+
+def test_eval_writes_its_table_as_csv_and_markdown_beside_the_json_with_the_floor_row(run_dir, tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run_dir), "--n", "100", "--solver", "euler", "--steps", "1,4", "--out", str(out),
+                 "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [r["solver"] for r in rows] == ["held-out", "euler", "euler"]
+    assert float(rows[0]["W2 (data units)"]) == report["noise_floor"] and float(rows[0]["W2/floor"]) == 1.0
+    assert [float(r["W2/floor"]) for r in rows[1:]] == [r["w2_ratio"] for r in report["rows"]]
+    markdown = out.with_suffix(".md").read_text()
+    assert "| held-out |" in markdown and "two independent held-out draws of equal n" in markdown
+    printed = capsys.readouterr().out.splitlines()
+    header = next(ln for ln in printed if ln.startswith("solver"))
+    body = [ln for ln in printed if ln.startswith(("held-out", "euler"))]
+    assert len(body) == 3 and all(len(ln) == len(header) for ln in body)  # aligned: every row ends with its header
+    assert any("a perfect sampler scores about 1x" in ln for ln in printed)
+
+
+def test_long_commands_report_progress_as_plain_lines_off_a_terminal(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STRAIGHTFLOW_PROGRESS_EVERY", "0")  # a line at every update
+    assert main(["sample", str(run_dir), "--n", "20", "--solver", "midpoint", "--steps", "3",
+                 "--out", str(tmp_path / "s.npy")]) == 0
+    assert main(["eval", str(run_dir), "--n", "50", "--solver", "euler", "--steps", "2",
+                 "--out", str(tmp_path / "e.json")]) == 0
+    assert main(["likelihood", str(run_dir), "--n", "20", "--batch-size", "10", "--solver", "euler",
+                 "--steps", "2", "--out", str(tmp_path / "nll.json")]) == 0
+    assert main(["train", "--data", "moons", "--out", str(tmp_path / "run"), "--steps", "4", "--no-plots",
+                 "--set", "model.width=8", "--set", "train.batch_size=16"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    for last in ("sample: 6/6 NFE", "eval: 2/2 rows", "likelihood: 2/2 batches", "train: 4/4 step"):
+        assert any(ln.startswith(last + " (") for ln in lines), last
+    assert any(ln.startswith("sample: 1/6 NFE") for ln in lines)  # reported while running, not only at the end

@@ -54,7 +54,9 @@ def test_eval_of_an_image_run_reports_feature_fid_precision_recall_accuracy(fm_r
     assert [(r["solver"], r["steps"]) for r in report["rows"]] == [("euler", 1), ("euler", 2)]
     for row in report["rows"]:
         assert row["feature_fid"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["class_accuracy"] <= 1
-    assert "feat-FID" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "feature-FID" in out and "held-out" in out  # the table's floor row
+    assert (fm_run / "eval.csv").read_text().splitlines()[1].startswith("held-out,")
     assert any((tmp_path / "straightflow").iterdir())
 
 

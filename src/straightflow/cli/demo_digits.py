@@ -37,7 +37,7 @@ DIGITS_RUNS = {
 
 def run_digits(args) -> int:
     """Train, evaluate and draw both runs; `args` carries out, scale, n and no_progress."""
-    from straightflow.image_evaluation import evaluate_images, format_image_table, write_image_grid
+    from straightflow.image_evaluation import evaluate_images, image_eval_table, write_image_grid
     from straightflow.plots.figures import plot_loss_curve
     from straightflow.plots.images import plot_quality_vs_nfe
     from straightflow.runs import load_run
@@ -47,7 +47,7 @@ def run_digits(args) -> int:
     out = Path("runs/demo-digits" if args.out == "runs/demo" else args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = min(args.n, 1000)
-    tables, summary, curves, floor = [], {}, {}, None
+    tables, summary, curves, floor = {}, {}, {}, None
     for name, (overrides, specs) in DIGITS_RUNS.items():
         steps = max(10, int(overrides["train.steps"] * args.scale))
         cfg = apply_overrides(RunConfig(), {**DIGITS_COMMON, **overrides, "train.steps": steps})
@@ -60,7 +60,7 @@ def run_digits(args) -> int:
         plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], run_dir / "loss.png")
         run = load_run(run_dir)
         report = evaluate_images(run, specs, n=n, progress=not args.no_progress)
-        tables.append(format_image_table(report))
+        tables[name] = image_eval_table(report)
         summary[name] = report.to_dict()
         floor = report.floor_fid
         curves[f"{name} ({specs[0][0]})"] = [(r.nfe, r.feature_fid) for r in report.rows]
@@ -68,9 +68,12 @@ def run_digits(args) -> int:
             write_image_grid(run, out / f"grid_{name}_{solver}{k}.png", solver, k,
                                  title=f"{name}: {solver}, {k} step(s), one row per class")
     plot_quality_vs_nfe(curves, out / "quality_vs_nfe.png", reference=floor, title="digits: feature-FID vs NFE")
-    text = "\n\n".join(tables)
+    text = "\n\n".join(t.text() for t in tables.values())
     (out / "metrics.txt").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    from straightflow.report.tables import write_tables
+
+    write_tables(tables, out / "metrics", key="method")
     print(text)
-    print(f"\n[demo digits] wrote {out}/grid_*.png, quality_vs_nfe.png, metrics.txt, metrics.json and the runs")
+    print(f"\n[demo digits] wrote {out}/grid_*.png, quality_vs_nfe.png, metrics.txt/.csv/.md, metrics.json, runs")
     return 0

@@ -36,28 +36,34 @@ def add_parser(subs) -> None:
                    help="no model: crossing rate and transport cost of independent pairs of --source and RUN "
                    "(a data set)")
     p.add_argument("--source", default="gaussian", help="with --coupling-only: the source distribution")
+    p.add_argument("--data", help="compare with these data (a data set or a .npy/.csv file) instead of the run's "
+                   "own, which must be unchanged since training (checked by SHA-256)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress of the rows")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    from straightflow.evaluation import evaluate_run, format_table
+    from straightflow.evaluation import eval_table, evaluate_run
     from straightflow.runs import load_run
 
     if args.coupling_only:
         return _coupling_only(args)
+    from straightflow.cli.common import check_writable
+
+    if args.out or Path(args.run).is_dir():  # before the work, not after (a missing run is load_run's error)
+        check_writable(Path(args.out) if args.out else Path(args.run) / "eval.json")
     r = load_run(args.run, weights=args.weights, device=args.device)
     specs = solver_specs(args, r.average_velocity, default_steps=[1, 2, 4, 8])
     from straightflow.image_evaluation import is_image_run
 
     if is_image_run(r):  # images: feature-FID, precision/recall, class accuracy instead of the W2 table
         return _evaluate_images(args, r, specs)
-    report = evaluate_run(r, specs, n=args.n, seed=args.seed)
-    print(format_table(report))
+    report = evaluate_run(r, specs, n=args.n, seed=args.seed, data=r.load_data(args.data),
+                          progress=not args.no_progress, guidance=args.guidance)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    out.write_text(json.dumps(report.to_dict(), indent=2))
-    print(f"wrote {out}")
+    _write(report, eval_table(report), out)
     if args.plot is not None:
-        from straightflow.methods.rectified import plot_reflow_trajectories
+        from straightflow.pipelines.reflow import plot_reflow_trajectories
 
         png = plot_reflow_trajectories(r, args.plot or Path(args.run) / "trajectories.png", seed=args.seed)
         print(f"wrote {png}")
@@ -95,12 +101,31 @@ def _coupling_only(args) -> int:
 
 def _evaluate_images(args, r, specs) -> int:
     """Image runs: feature-FID, precision, recall, class accuracy per (solver, steps); see image_evaluation."""
-    from straightflow.image_evaluation import evaluate_images, format_image_table
+    from straightflow.data.images import is_image_spec
+    from straightflow.image_evaluation import evaluate_images, image_eval_table
 
-    report = evaluate_images(r, specs, n=args.n, seed=args.seed, guidance=args.guidance,
-                             with_true_fid=args.true_fid)
-    print(format_image_table(report))
+    if is_image_spec(r.config.data.source):  # image-to-image: held-out source images, translated
+        from straightflow.pipelines.translate import evaluate_translation
+
+        if args.data:
+            raise ValueError("--data is for runs from noise; an image-to-image run is scored against its own "
+                             "target set (its held-out source images are the inputs)")
+        name = Path(args.run).name
+        report = evaluate_translation([(name, r, solver, k) for solver, k in specs], n=args.n, seed=args.seed,
+                                      progress=not args.no_progress)
+        _write(report, report.table(), Path(args.out) if args.out else Path(args.run) / "eval.json")
+        return 0
+    report = evaluate_images(r, specs, n=args.n, seed=args.seed, guidance=args.guidance, data=r.load_data(args.data),
+                             with_true_fid=args.true_fid, progress=not args.no_progress)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    out.write_text(json.dumps(report.to_dict(), indent=2))
-    print(f"wrote {out}")
+    _write(report, image_eval_table(report), out)
     return 0
+
+
+def _write(report, table, out: Path) -> None:
+    """Print the table; write the report as JSON to `out` and the table beside it as CSV and Markdown."""
+    print(table.text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_dict(), indent=2))
+    csv_path, md_path = table.write(out)
+    print(f"wrote {out}, {csv_path.name} and {md_path.name}")

@@ -23,7 +23,7 @@ def add_parser(subs) -> None:
     )
     p.add_argument("run", help="run folder")
     p.add_argument("--data", help="toy set name (n held-out draws) or .npy/.csv file (its first n rows); "
-                   "default: the run's own data set")
+                   "default: the run's own data, which must be unchanged since training (checked by SHA-256)")
     p.add_argument("--n", type=int, default=2000, help="number of points")
     p.add_argument("--solver", default="dopri5", choices=SOLVERS)
     p.add_argument("--steps", type=int, default=32, help="steps of a fixed-step solver")
@@ -41,17 +41,22 @@ def add_parser(subs) -> None:
     p.add_argument("--weights", default="ema", choices=("ema", "model"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="JSON path (default RUN/nll.json)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress of the batches")
     p.set_defaults(handler=run)
 
 
-def _load_points(spec: str, n: int, seed: int, run):
-    """(points (n, *D), their DataSource or None for a file): held-out draws of a named set, a file's first rows."""
+def _load_points(spec: str | None, n: int, seed: int, run):
+    """(points (n, *D), their DataSource or None for a file): held-out draws of a named set, a file's first rows.
+
+    spec None: the run's own data, refused in one line if they are missing or changed since training."""
     from straightflow.data.files import VECTOR_SUFFIXES, load_vectors
     from straightflow.data.source import resolve_data
 
+    data = run.load_data() if spec is None else None  # checks the run's record of its data first
+    spec = spec or run.config.data.data
     if Path(spec).suffix.lower() in VECTOR_SUFFIXES:
         return load_vectors(spec)[:n], None
-    data = run.data_and_source()[0] if spec == run.config.data.data else resolve_data(spec)
+    data = data or resolve_data(spec)
     return data.heldout(n, seed=seed), data
 
 
@@ -61,16 +66,19 @@ def run(args) -> int:
     from straightflow.cli.common import join_ranks
     from straightflow.density import bits_per_dim, dequantize, run_log_likelihood
     from straightflow.runs import load_run
+    from straightflow.solvers.likelihood import LikelihoodOptions
     from straightflow.training.distributed import world_info
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.probes < 1:
         raise ValueError(f"--probes must be >= 1, got {args.probes}")
+    options = LikelihoodOptions(solver=args.solver, steps=args.steps, rtol=args.rtol, atol=args.atol,
+                                estimator=args.estimator, probes_k=args.probes, probe_kind=args.probe_kind)
     join_ranks(args.device)  # under torchrun: points are split across ranks
     r = load_run(args.run, weights=args.weights, device=args.device)
     spec = args.data or r.config.data.data
-    x, data = _load_points(spec, args.n, args.seed, r)
+    x, data = _load_points(args.data, args.n, args.seed, r)
     if x.dim() < 2 or math.prod(x.shape[1:]) != r.dim:
         raise ValueError(f"data '{spec}' has points of shape {tuple(x.shape[1:])} but the run has dimension {r.dim}")
     # Image sets carry their number of levels (256, or 17 for digits) and may already serve dequantised pixels.
@@ -81,9 +89,8 @@ def run(args) -> int:
         if not getattr(data, "dequantize", False):
             x = dequantize(x, levels, generator=torch.Generator().manual_seed(args.seed))
     start = time.perf_counter()
-    res = run_log_likelihood(r, x, batch_size=args.batch_size, solver=args.solver, steps=args.steps,
-                             rtol=args.rtol, atol=args.atol, estimator=args.estimator, probes_k=args.probes,
-                             probe_kind=args.probe_kind, seed=args.seed)
+    res = run_log_likelihood(r, x, batch_size=args.batch_size, options=options, seed=args.seed,
+                             progress=not args.no_progress)
     seconds = time.perf_counter() - start
     nll = -res.log_prob.double()
     n = nll.shape[0]

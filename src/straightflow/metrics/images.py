@@ -109,9 +109,9 @@ def train_feature_network(source, steps: int = DEFAULT_FEATURE_STEPS, batch_size
     warm = max(1, steps // 10)  # linear warm-up, then cosine decay to 0
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
-    from tqdm.auto import tqdm
+    from straightflow.progress import progress as reporter
 
-    for _ in tqdm(range(steps), disable=not progress, desc="feature net", unit="step"):
+    for _ in reporter(range(steps), desc="feature net (trained once, then cached)", unit="step", enabled=progress):
         index = torch.randint(0, source.train.shape[0], (batch_size,), generator=g)
         x = source.to_pixels(source.train[index])
         x, y = _targets(source, x, source.train_labels[index] if labelled else None, g)

@@ -16,7 +16,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["plot_samples", "plot_trajectories", "plot_loss_curve", "plot_sample_panels", "plot_trajectory_panels"]
+__all__ = [
+    "samples_figure", "plot_samples", "plot_trajectories", "plot_loss_curve", "plot_sample_panels",
+    "plot_trajectory_panels",
+]
 
 _DATA_COLOUR, _SAMPLE_COLOUR = "0.7", "tab:blue"
 _START_COLOUR, _END_COLOUR = "0.15", "tab:red"  # neither occurs in viridis
@@ -65,20 +68,25 @@ def _first_two_note(dim: int) -> str:
     return f" [first 2 of {dim} coords]" if dim > 2 else ""
 
 
+def samples_figure(samples: Tensor, data: Tensor, title: str = "", size: float = 5.0) -> Figure:
+    """The figure :func:`plot_samples` writes (samples (n, D) over data (m, D)), `size` inches square."""
+    s, d = _points(samples, "samples"), _points(data, "data")
+    if s.shape[1] != d.shape[1]:
+        raise ValueError(f"samples and data must have the same dimension, got {s.shape[1]} and {d.shape[1]}")
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    _scatter_panel(ax, s, d, title + _first_two_note(s.shape[1]))
+    ax.legend(loc="upper right", markerscale=4, fontsize=8)
+    return fig
+
+
 def plot_samples(samples: Tensor, data: Tensor, path: str | Path, title: str = "") -> Path:
     """Scatter generated samples (n, D) in colour over data (m, D) in grey, equal aspect.
 
     For D > 2 the first two coordinates are drawn and the title says so. Axes are fixed to the data's
     box plus a margin; samples falling outside are counted in the title.
     """
-    s, d = _points(samples, "samples"), _points(data, "data")
-    if s.shape[1] != d.shape[1]:
-        raise ValueError(f"samples and data must have the same dimension, got {s.shape[1]} and {d.shape[1]}")
-    fig = Figure(figsize=(5, 5))
-    ax = fig.add_subplot()
-    _scatter_panel(ax, s, d, title + _first_two_note(s.shape[1]))
-    ax.legend(loc="upper right", markerscale=4, fontsize=8)
-    return _save(fig, path)
+    return _save(samples_figure(samples, data, title), path)
 
 
 def plot_trajectories(

@@ -67,9 +67,9 @@ def _fixed_step(
     x, traj = x0, [x0]
     pairs = list(zip(times[:-1], times[1:], strict=True))
     if progress:
-        from tqdm.auto import tqdm
+        from straightflow.progress import progress as reporter
 
-        pairs = tqdm(pairs, desc=f"odeint[{solver}]")
+        pairs = reporter(pairs, desc=f"odeint[{solver}]", unit="step")
     b = x0.shape[0]
     for ta, tb in pairs:
         t = torch.full((b,), ta, dtype=x0.dtype, device=x0.device)
@@ -120,7 +120,7 @@ def odeint(
     t0 and t1. t1 < t0 integrates backward. NFE: steps * {euler: 1, midpoint: 2, heun: 2, rk4: 4} for the
     fixed-step solvers; the counted number of v calls for dopri5. With return_trajectory, trajectory is
     (K+1, B, *D) at times (K+1,) with trajectory[0] = x0 and trajectory[-1] = x; otherwise both are None.
-    ``progress`` shows a tqdm bar for fixed-step solvers.
+    ``progress`` reports the steps of fixed-step solvers (straightflow.progress).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
