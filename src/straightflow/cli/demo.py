@@ -22,8 +22,9 @@ def add_parser(subs) -> None:
         "demo", help="train and evaluate flow matching and MeanFlow on a toy set or digits (a few CPU minutes)",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("task", nargs="?", default="toy", choices=("toy", "digits"),
-                   help="toy: 2-D flow matching vs MeanFlow; digits: class-conditional images (8x8 digits)")
+    p.add_argument("task", nargs="?", default="toy", choices=("toy", "digits", "translate"),
+                   help="toy: 2-D flow matching vs MeanFlow; digits: class-conditional images (8x8 digits); "
+                   "translate: unpaired thin -> bold digits with 1-RF, 2-RF and distillation")
     p.add_argument("--data", default="checkerboard", help="toy data set")
     p.add_argument("--out", default="runs/demo", help="folder for runs, pictures and metrics")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the training steps (e.g. 0.1 to smoke-test)")
@@ -37,15 +38,20 @@ def run(args) -> int:
         from straightflow.cli.demo_digits import run_digits
 
         return run_digits(args)
-    from straightflow.evaluation import evaluate_run, format_table
+    if getattr(args, "task", "toy") == "translate":
+        from straightflow.cli.demo_translate import run_translate
+
+        return run_translate(args)
+    from straightflow.evaluation import eval_table, evaluate_run
     from straightflow.plots.figures import plot_loss_curve, plot_sample_panels, plot_trajectories
+    from straightflow.report.tables import write_tables
     from straightflow.runs import load_run, sample_run
     from straightflow.training.config import RunConfig, apply_overrides, resolve_defaults
     from straightflow.training.trainer import CHECKPOINT, Trainer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tables, panels, summary = [], {}, {}
+    tables, panels, summary = {}, {}, {}
     data = None
     for name, specs in DEMO_RUNS.items():
         cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": name, "data.data": args.data}))
@@ -59,10 +65,10 @@ def run(args) -> int:
         records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
         plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], run_dir / "loss.png")
         run = load_run(run_dir)
-        report = evaluate_run(run, specs, n=args.n)
-        tables.append(format_table(report))
+        report = evaluate_run(run, specs, n=args.n, progress=not args.no_progress)
+        tables[name] = eval_table(report)
         summary[name] = report.to_dict()
-        data = data or run.data_and_source()[0]
+        data = data or run.load_data()
         for solver, k in specs:
             sol = sample_run(run, 2000, solver=solver, steps=k, return_trajectory=(solver != "dopri5"))
             panels[f"{name} {solver} NFE {sol.nfe}"] = sol.x.cpu()
@@ -70,9 +76,10 @@ def run(args) -> int:
                 plot_trajectories(sol.trajectory.cpu(), out / f"trajectories_{name}.png",
                                   title=f"{name}: {solver}, {k} steps")
     plot_sample_panels(panels, data.heldout(2000), out / "samples.png")
-    text = "\n\n".join(tables)
+    text = "\n\n".join(t.text() for t in tables.values())
     (out / "metrics.txt").write_text(text + "\n")
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_tables(tables, out / "metrics", key="method")
     print(text)
-    print(f"\n[demo] wrote {out}/samples.png, trajectories_*.png, metrics.txt, metrics.json and the runs")
+    print(f"\n[demo] wrote {out}/samples.png, trajectories_*.png, metrics.txt/.csv/.md, metrics.json and the runs")
     return 0

@@ -1,4 +1,5 @@
-"""PNG figures for image runs: sample grids (one row per class for conditional runs) and quality vs NFE.
+"""PNG figures for image runs: sample grids (one row per class for conditional runs), translation grids (input |
+output side by side) and quality vs NFE.
 
 Built on `matplotlib.figure.Figure` directly, like :mod:`straightflow.plots.figures`; pixels are drawn with
 nearest-neighbour interpolation so 8x8 digits stay crisp. Every function returns the PNG's path.
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from straightflow.plots.figures import _save
 
-__all__ = ["image_grid", "plot_image_grid", "plot_quality_vs_nfe"]
+__all__ = ["image_grid", "plot_image_grid", "plot_translation_grid", "plot_quality_vs_nfe"]
 
 
 def image_grid(x: Tensor | np.ndarray, nrow: int, pad: int = 1) -> np.ndarray:
@@ -48,20 +49,60 @@ def plot_image_grid(
     rows = -(-n // nrow)
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels has {len(row_labels)} names for {rows} rows")
-    scale = max(2.0, min(12.0, 0.45 * nrow))
+    fig, ax = _grid_figure(grid, nrow, title)
+    if row_labels is not None:
+        ax.set_yticks([1 + r * (h + 1) + h / 2 - 0.5 for r in range(rows)], list(row_labels), fontsize=7)
+        ax.tick_params(length=0)
+    return _save(fig, path)
+
+
+def _grid_figure(grid: np.ndarray, ncol: int, title: str) -> tuple[Figure, object]:
+    """(figure, axes) showing a grid from :func:`image_grid` of `ncol` image columns: no ticks, no frame."""
+    scale = max(2.0, min(12.0, 0.45 * ncol))
     fig = Figure(figsize=(scale, scale * grid.shape[0] / grid.shape[1] + (0.4 if title else 0)))
     ax = fig.add_subplot()
     ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
-    if row_labels is not None:
-        ax.set_yticks([1 + r * (h + 1) + h / 2 - 0.5 for r in range(rows)], list(row_labels), fontsize=7)
-        ax.tick_params(length=0)
-    else:
-        ax.set_yticks([])
+    ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=9)
+    return fig, ax
+
+
+def plot_translation_grid(
+    columns: Mapping[str, Tensor | np.ndarray], path: str | Path, per_row: int = 5, max_items: int = 50,
+    title: str = "",
+) -> Path:
+    """Side-by-side translations: `columns` maps a name to images (N, C, H, W) in [-1, 1], row i of each being
+    one item (e.g. {"input": x, "output": y}, or the input beside several models' outputs). Each item is a
+    group of tiles in the columns' order, `per_row` groups per grid row (dark lines between groups), the
+    column names above the first row; the first `max_items` items are drawn."""
+    if not columns:
+        raise ValueError("plot_translation_grid needs at least one column, got none")
+    arrays = [np.asarray(v.detach().cpu().float() if isinstance(v, Tensor) else v, dtype=np.float32)
+              for v in columns.values()]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"every column needs images of one shape (N, C, H, W), got {sorted(shapes)}")
+    if isinstance(per_row, bool) or not isinstance(per_row, int) or per_row < 1:
+        raise ValueError(f"per_row must be a positive int, got {per_row!r}")
+    k = len(arrays)
+    n = min(arrays[0].shape[0], max_items)
+    tiles = np.stack([a[:n] for a in arrays], axis=1).reshape(n * k, *arrays[0].shape[1:])  # item-major
+    groups = min(per_row, n)
+    ncol = groups * k
+    grid = image_grid(tiles, ncol)
+    fig, ax = _grid_figure(grid, ncol, title)
+    w = arrays[0].shape[3]
+    names = list(columns)
+    ax.set_xticks([1 + c * (w + 1) + w / 2 - 0.5 for c in range(ncol)], [names[c % k] for c in range(ncol)],
+                  fontsize=6, rotation=90 if max(len(s) for s in names) > 6 else 0)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for g in range(1, groups):
+        ax.axvline(g * k * (w + 1), color="0.15", lw=1.5)
     return _save(fig, path)
 
 
