@@ -76,3 +76,15 @@ def test_builtin_mlp_learns_a_tensor_condition(tmp_path):
     assert torch.isfinite(guided).all()
     with pytest.raises(ValueError, match="conditions must have shape"):
         sample_run(run, 4, cond=torch.zeros(4, 3))
+
+
+def test_own_source_is_recorded_and_sampling_asks_for_its_points(tmp_path):
+    x1 = torch.randn(200, 2) + 3.0
+    x0 = torch.randn(200, 2) - 3.0
+    Trainer(_cfg("fm"), tmp_path / "s", progress=False, data=x1, source=x0).fit()
+    run = load_run(tmp_path / "s", device="cpu")
+    assert run.config.data.source == "python:tensor"
+    with pytest.raises(ValueError, match=r"pass its points to sample from \(sample_run\(..., x0=...\)\)"):
+        sample_run(run, 8)
+    y = sample_run(run, 8, x0=x0[:8], solver="euler", steps=4).x
+    assert y.shape == (8, 2)

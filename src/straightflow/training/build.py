@@ -31,14 +31,16 @@ __all__ = [
 OWN_DATA_PREFIX, OWN_MODEL_ARCH = "python:", "custom"
 
 
-def own_pieces(cfg: RunConfig, model: nn.Module | None = None, data=None) -> RunConfig:
-    """cfg recording that the run's network or data are the user's own (model.arch "custom"; data.data
-    "python:NAME"), so that config.json says what the run was made of and loading asks for the network."""
+def own_pieces(cfg: RunConfig, model: nn.Module | None = None, data=None, source=None) -> RunConfig:
+    """cfg recording that the run's network, data or source are the user's own (model.arch "custom"; data.data
+    and data.source "python:NAME"), so that config.json says what the run was made of, and loading asks for
+    the network and sampling for the source's points (sample_run(x0=...))."""
     if model is not None:
         cfg = replace(cfg, model=replace(cfg.model, arch=OWN_MODEL_ARCH))
-    if data is not None:
-        name = getattr(data, "name", None) or type(data).__name__
-        cfg = replace(cfg, data=replace(cfg.data, data=f"{OWN_DATA_PREFIX}{name}"))
+    for field_, given in (("data", data), ("source", source)):
+        if given is not None:
+            name = getattr(given, "name", None) or type(given).__name__
+            cfg = replace(cfg, data=replace(cfg.data, **{field_: f"{OWN_DATA_PREFIX}{name}"}))
     return cfg
 
 
@@ -68,6 +70,9 @@ def build_source(cfg: RunConfig, shape):
     """The source p0 of cfg (data.source) for samples of `shape`: N(0, I), or a data set; an image set as
     source (image-to-image translation) is read with the data's image options (data_dir, image_size, hflip)."""
     d = cfg.data
+    if d.source.startswith(OWN_DATA_PREFIX):
+        raise ValueError(f"this run's source '{d.source}' was given in Python; pass its points to sample from "
+                         "(sample_run(..., x0=...)) or the source again (source=...)")
     return resolve_source(d.source, shape, data_dir=d.data_dir, image_size=d.image_size, hflip=d.hflip)
 
 

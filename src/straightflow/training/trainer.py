@@ -19,10 +19,9 @@ written, so the last checkpoint on disk is always a good one.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -68,8 +67,6 @@ from straightflow.training.config import (
 )
 from straightflow.training.device import autocast, pick_device, to_device
 from straightflow.training.distributed import (
-    all_reduce_mean,
-    all_reduce_min,
     barrier,
     init_distributed,
     shard_range,
@@ -77,17 +74,13 @@ from straightflow.training.distributed import (
 from straightflow.training.ema import EMA
 from straightflow.training.lock import RunLock
 from straightflow.training.loggers import JsonlLogger, check_log_spec, open_loggers, truncate_jsonl
+from straightflow.training.meter import LossMeter, NonFiniteLossError, grad_norm
 from straightflow.training.provenance import absolute_paths, run_provenance
 
 __all__ = ["Trainer", "NonFiniteLossError", "CHECKPOINT", "BATCH_STREAM", "METHOD_STREAM", "lr_at", "batch_device"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 BATCH_STREAM, METHOD_STREAM = 0, 1  # step_generator streams: the global batch, and the method's per-rank draws
-_NO_BAD = 2**62  # "no non-finite loss yet": larger than any step, so the first bad step is a min-reduction
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, schedule: str) -> float:
@@ -115,23 +108,6 @@ def batch_device(device: torch.device, coupling: str, sources: Sequence) -> torc
     return device if all(s.draws_on_any_device for s in sources) else cpu
 
 
-@dataclass
-class _Stats:
-    loss_sum: torch.Tensor
-    extra_sums: dict[str, torch.Tensor]
-    count: int
-    first_bad: torch.Tensor  # step of the first non-finite loss, _NO_BAD if none
-    started: float = field(default_factory=time.perf_counter)  # host clock at the window's start (steps/s)
-
-
-def grad_norm(parameters) -> torch.Tensor:
-    """Global L2 norm of the gradients, sqrt(sum_p |g_p|^2), as a 0-dim tensor on their device (no host read)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
 class Trainer:
     """Holds what a run's state is made of: model, EMA, optimizer, step. `fit()` runs the loop."""
 
@@ -148,7 +124,8 @@ class Trainer:
         """
         self.out, self.progress = Path(out), progress
         data = None if data is None else as_data_source(data)
-        cfg = own_pieces(cfg, model, data)
+        source = None if source is None else as_data_source(source)
+        cfg = own_pieces(cfg, model, data, source)
         check_config(cfg)  # before any work: bad numbers are one-line errors, not crashes minutes later
         check_log_spec(cfg.train.log)  # likewise a logging backend whose package is missing
         cfg = absolute_paths(cfg)  # config.json then names the same files from any working directory
@@ -303,7 +280,7 @@ class Trainer:
         pending = fetch(self.step) if fetch and self.step < stop else None
         self._logger = open_loggers(t.log, self.out, config_to_dict(cfg)) if self.dist.is_main else None
         snapshot = self._snapshot_maker() if t.sample_every and self.dist.is_main else None
-        stats = self._new_stats()
+        meter = LossMeter(self.device)
         show = self.progress and self.dist.is_main
         bar = progress(total=t.steps, initial=self.step, enabled=show, desc="train", unit="step")
         try:
@@ -329,21 +306,19 @@ class Trainer:
                     norm = grad_norm(self.model.parameters())
                 self.opt.step()
                 self.ema.update(self.model, step)
-                self._accumulate(stats, step, loss, {**out.logs, "grad_norm": norm})
+                meter.add(step, loss, {**out.logs, "grad_norm": norm})
 
                 self.step = step + 1
                 bar.update(1)
                 last = self.step == t.steps
                 if self.step % t.log_every == 0 or last:
-                    record = self._read_stats(stats, lr)  # raises on a non-finite loss
+                    record = self._log(meter, lr)  # raises on a non-finite loss
                     bar.set_postfix(loss=record["loss"])
-                    stats = self._new_stats()
                 if snapshot is not None and (self.step % t.sample_every == 0 or last):
-                    stats.started += snapshot.log(self.ema.model, self.device, self.step, self._logger)  # s
+                    meter.started += snapshot.log(self.ema.model, self.device, self.step, self._logger)  # s
                 if self.step % t.ckpt_every == 0 or last:
-                    if stats.count:  # steps since the last read must be checked before saving
-                        self._read_stats(stats, lr)
-                        stats = self._new_stats()
+                    if meter.count:  # steps since the last read must be checked before saving
+                        self._log(meter, lr)
                     self.save()
         finally:
             bar.close()
@@ -354,35 +329,9 @@ class Trainer:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     # ----------------------------------------------------------------------------------------- logging
-    def _new_stats(self) -> _Stats:
-        zero = torch.zeros((), device=self.device)
-        return _Stats(zero.clone(), {}, 0, torch.full((), _NO_BAD, device=self.device, dtype=torch.long))
-
-    def _accumulate(self, stats: _Stats, step: int, loss: torch.Tensor, logs: dict) -> None:
-        bad = ~torch.isfinite(loss)
-        stats.first_bad = torch.where(bad, torch.clamp(stats.first_bad, max=step), stats.first_bad)
-        stats.loss_sum += loss.detach()
-        for k, v in logs.items():
-            stats.extra_sums[k] = stats.extra_sums.get(k, 0) + v.detach().float().mean()
-        stats.count += 1
-
-    def _read_stats(self, stats: _Stats, lr: float) -> dict:
-        """The one host read every log_every steps: losses averaged over ranks, NaN flags from any rank."""
-        if self.dist.enabled:
-            packed = torch.stack([stats.loss_sum, *stats.extra_sums.values()])
-            packed = all_reduce_mean(packed)
-            stats.loss_sum, stats.extra_sums = packed[0], dict(zip(stats.extra_sums, packed[1:], strict=True))
-            stats.first_bad = all_reduce_min(stats.first_bad)
-        first_bad = int(stats.first_bad)
-        if first_bad != _NO_BAD:
-            raise NonFiniteLossError(
-                f"non-finite loss at step {first_bad}; stopped, the last good checkpoint in {self.out} is kept"
-            )
-        record = {"step": self.step, "loss": float(stats.loss_sum) / stats.count, "lr": lr}
-        record.update({k: float(v) / stats.count for k, v in stats.extra_sums.items()})
-        seconds = max(time.perf_counter() - stats.started, 1e-9)
-        b = self.cfg.train.batch_size
-        record.update(steps_per_s=stats.count / seconds, examples_per_s=stats.count * b / seconds)
+    def _log(self, meter: LossMeter, lr: float) -> dict:
+        """The one host read every log_every steps (training.meter), written by rank 0 to the run's loggers."""
+        record = meter.read(self.step, lr, self.cfg.train.batch_size, self.dist, self.out)
         if self.dist.is_main:
             logger = getattr(self, "_logger", None) or JsonlLogger(self.out)
             logger.log_scalars(self.step, {k: v for k, v in record.items() if k != "step"})
