@@ -8,7 +8,6 @@ source to any target (noise-to-data by default, data-to-data when the source is 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +18,9 @@ from torch import Tensor
 from straightflow.data.base import HELDOUT_SEED_OFFSET, DataSource, check_count, heldout_generator
 from straightflow.data.files import VECTOR_SUFFIXES, load_vectors
 from straightflow.data.images import IMAGE_DATASETS, is_image_spec, resolve_images
+from straightflow.data.tensors import HELDOUT_FRACTION, TensorSource
 from straightflow.data.toy import TOY_DATASETS, TOY_WITH_DENSITY, sample_toy, toy_dim, toy_log_prob
-from straightflow.rng import randint, randn
+from straightflow.rng import randn
 
 __all__ = [
     "HELDOUT_SEED_OFFSET",
@@ -33,7 +33,6 @@ __all__ = [
     "resolve_source",
 ]
 
-HELDOUT_FRACTION = 0.1
 
 
 class ToySource(DataSource):
@@ -64,69 +63,19 @@ class ToySource(DataSource):
         return toy_log_prob(self.name, x)
 
 
-class FileSource(DataSource):
-    """A fixed set of N rows, split once: the last ceil(N / 10) rows are held out, the rest train.
-
-    `sample` draws training rows uniformly with replacement. `heldout(n, seed)` returns n distinct
-    held-out rows in a seeded random order when n <= the held-out count (all of them when equal), and
-    draws held-out rows with replacement when n is larger. The split follows the row order of the file,
-    so a file sorted by class should be shuffled first.
-    """
+class FileSource(TensorSource):
+    """A file's (N, D) rows, split once like any :class:`~straightflow.data.tensors.TensorSource`: the last
+    ceil(N / 10) rows are held out, the rest train. The split follows the row order of the file, so a file
+    sorted by class should be shuffled first."""
 
     def __init__(self, rows: Tensor, name: str = "vectors") -> None:
         if rows.dim() != 2:
             raise ValueError(f"data rows must have shape (N, D), got {tuple(rows.shape)} for '{name}'")
-        if rows.shape[0] < 2:
-            raise ValueError(f"'{name}' has {rows.shape[0]} rows; need at least 2 to hold one out")
-        n_held = math.ceil(HELDOUT_FRACTION * rows.shape[0])
-        self.name, self.shape = name, (int(rows.shape[1]),)
-        self.train_rows = rows[:-n_held].to(torch.float32)
-        self.heldout_rows = rows[-n_held:].to(torch.float32)
+        super().__init__(rows, name=name)
 
     @classmethod
     def from_file(cls, path: str | Path) -> FileSource:
         return cls(load_vectors(path), name=str(path))
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        index = randint(self.train_rows.shape[0], check_count(n), generator, self.train_rows.device)
-        return self.train_rows[index]
-
-    def to(self, device: torch.device | str) -> FileSource:
-        moved = copy.copy(self)
-        moved.train_rows = self.train_rows.to(device)
-        return moved
-
-    @property
-    def num_rows(self) -> int:
-        """Training rows: the trainer walks them in epoch order (data.epochs.epoch_indices)."""
-        return int(self.train_rows.shape[0])
-
-    def rows(self, index: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
-        """(training rows at `index` (B,), no labels)."""
-        return self.train_rows[index], None
-
-    @property
-    def max_heldout_pair(self) -> int:
-        """Half the held-out rows: two disjoint halves are the only independent draws a finite set has."""
-        return int(self.heldout_rows.shape[0]) // 2
-
-    def heldout_pair(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-        """Two disjoint sets of n held-out rows (a seeded random order split in two); n <= max_heldout_pair."""
-        if check_count(n) > self.max_heldout_pair:
-            raise ValueError(f"n={n} is more than half of the {self.heldout_rows.shape[0]} held-out rows of "
-                             f"'{self.name}'; use n <= {self.max_heldout_pair} (the noise floor needs two disjoint "
-                             "held-out draws)")
-        order = torch.randperm(self.heldout_rows.shape[0], generator=torch.Generator().manual_seed(int(seed)))
-        return self.heldout_rows[order[:n]], self.heldout_rows[order[n:2 * n]]
-
-    def heldout(self, n: int, seed: int = 0) -> Tensor:
-        generator = torch.Generator().manual_seed(int(seed))
-        n_held = self.heldout_rows.shape[0]
-        if check_count(n) <= n_held:
-            index = torch.randperm(n_held, generator=generator)[:n]
-        else:
-            index = torch.randint(0, n_held, (n,), generator=generator)
-        return self.heldout_rows[index]
 
 
 class GaussianSource(DataSource):

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from straightflow.report.tables import Column, Table
+from straightflow.training.config import flatten_config
 
-__all__ = ["RunSection", "collect_run", "png_data_uri", "read_jsonl", "flatten", "SECTIONS"]
+__all__ = ["RunSection", "collect_run", "png_data_uri", "read_jsonl", "SECTIONS"]
 
 # section key -> heading, in page order
 SECTIONS = {
@@ -62,17 +63,6 @@ class RunSection:
 
     def add_note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"steps": 5}} -> {"train.steps": 5}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -213,7 +203,7 @@ def collect_run(path: str | Path, nfes: list[int], n: int = 1000, seed: int = 0,
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"{path} is not a run folder (no config.json); pass folders written by `straightflow train`")
-    config = flatten(json.loads((path / "config.json").read_text()))
+    config = flatten_config(json.loads((path / "config.json").read_text()))
     section = RunSection(path.name or str(path), path, config)
     section.summary.update(method=config.get("method.name"), data=config.get("data.data"))
     _training(section)

@@ -262,11 +262,12 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"steps": 5}} -> {"train.steps": 5}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -274,7 +275,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Nested {"train": {"steps": 10}} (as in TOML or config.json) -> RunConfig."""
-    return apply_overrides(base or RunConfig(), _flatten(d))
+    return apply_overrides(base or RunConfig(), flatten_config(d))
 
 
 # Fields added after runs were first saved, with the value that runs saved without them were made with: a
@@ -286,7 +287,7 @@ _SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_featur
 def config_from_saved(d: dict[str, Any]) -> RunConfig:
     """A run's saved config (checkpoint metadata / config.json) -> RunConfig; fields the run predates take
     their value from before they existed (_SAVED_BEFORE)."""
-    flat = _flatten(d)
+    flat = flatten_config(d)
     return apply_overrides(RunConfig(), {**{k: v for k, v in _SAVED_BEFORE.items() if k not in flat}, **flat})
 
 
