@@ -1,6 +1,7 @@
 """The command line end to end on a tiny run, and its one-line errors for bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,21 @@ def test_long_commands_report_progress_as_plain_lines_off_a_terminal(run_dir, tm
     for last in ("sample: 6/6 NFE", "eval: 2/2 rows", "likelihood: 2/2 batches", "train: 4/4 step"):
         assert any(ln.startswith(last + " (") for ln in lines), last
     assert any(ln.startswith("sample: 1/6 NFE") for ln in lines)  # reported while running, not only at the end
+
+
+def test_the_command_line_asks_openmp_for_passive_waiting_before_torch_loads_unless_the_user_chose():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; import straightflow.cli.main as m, os; "
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "PASSIVE"
+    # the policy is set in main.py's first statements, before its imports pull torch in
+    src = (Path(__file__).resolve().parents[2] / "src/straightflow/cli/main.py").read_text()
+    assert src.index('setdefault("OMP_WAIT_POLICY"') < src.index("from straightflow")
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "ACTIVE"

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP (the subcommand modules import torch): threads that spin while they wait for a core
+# held by another process burn their time slices; passive waiting keeps a 2-thread run fast on a shared CPU
+# (benchmarks/shared_cores.py). The user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import sys
 import warnings
