@@ -147,3 +147,24 @@ def test_sinkhorn_scaling_and_log_domain_iterations_give_pots_plan():
     uniform = np.full(48, 1 / 48)
     reference = ot.sinkhorn(uniform, uniform, cost.numpy(), 0.05, method="sinkhorn_log", stopThr=1e-12)
     torch.testing.assert_close(scaled, torch.from_numpy(reference), rtol=1e-5, atol=1e-9)
+
+
+def test_ot_within_classes_keeps_each_class_noise_an_unbiased_draw():
+    """Label-blind minibatch OT hands class k the noise nearest its data, so x0 | class is no longer N(0, I);
+    solved within classes, each class's x0 rows are the ones at its own positions (a law-preserving shuffle)."""
+    from straightflow.paths.coupling import get_coupling
+
+    g = torch.Generator().manual_seed(0)
+    b = 512
+    label = torch.randint(0, 2, (b,), generator=g)
+    x1 = torch.where(label[:, None] == 1, 4.0, -4.0) + 0.1 * torch.randn(b, 2, generator=g)
+    x0 = torch.randn(b, 2, generator=g)
+    blind = ot_coupling(x0, x1, label)
+    assert blind.x0[label == 1].mean() > 0.4  # the bias the per-class solve removes
+    fair = get_coupling("ot")(x0, x1, label)
+    for k in (0, 1):
+        rows = label == k
+        assert torch.equal(fair.x0[rows].sort(0).values, x0[rows].sort(0).values)  # a permutation of its rows
+    assert fair.x0[label == 1].mean().abs() < 0.2
+    with pytest.raises(ValueError, match="tensor condition"):
+        get_coupling("sinkhorn")(x0, x1, torch.randn(b, 3))

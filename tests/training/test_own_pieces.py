@@ -52,6 +52,7 @@ def test_meanflow_on_own_network_without_a_tangent_pass_uses_torch_func(tmp_path
     x = torch.randn(200, 2)
     c = torch.rand(200, 1)
     trainer = Trainer(_cfg("meanflow"), tmp_path / "m", progress=False, model=PlainAverage(), data=(x, c))
+    assert trainer.cfg.data.coupling == "independent"  # MeanFlow's OT default would break the condition
     trainer.fit()
     lines = (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4

@@ -35,6 +35,7 @@ __all__ = [
     "independent_coupling",
     "ot_coupling",
     "sinkhorn_coupling",
+    "within_classes",
     "COUPLINGS",
     "get_coupling",
 ]
@@ -161,6 +162,34 @@ def sinkhorn_coupling(
 
 CouplingFn = Callable[..., CoupledBatch]
 
+
+def within_classes(coupling: CouplingFn) -> CouplingFn:
+    """`coupling` applied inside each class of the batch: rows of class k re-pair only with the x0 rows at
+    their own positions.
+
+    A conditional flow needs x0 | c ~ p0 for every condition c. Minibatch OT over a batch of several classes
+    breaks that (class k's x1 would take the noise nearest to it, not a draw of p0), so the label-blind
+    couplings are solved per class: the x0 rows at class k's positions are an i.i.d. draw of p0 independent of
+    the labels, and re-pairing them among themselves keeps their law. Without labels this is `coupling` itself.
+    Tensor conditions (continuous c) have no classes to split by: they are refused here.
+    """
+
+    def coupled(x0: Tensor, x1: Tensor, label: Tensor | None = None,
+                generator: torch.Generator | None = None) -> CoupledBatch:
+        if label is None:
+            return coupling(x0, x1, None, generator=generator)
+        if label.dim() != 1 or label.dtype.is_floating_point:
+            raise ValueError("minibatch OT / Sinkhorn ignore a tensor condition, so noise would no longer be "
+                             "p0 given the condition; use data.coupling=independent")
+        _check_batch(x0, x1, label)
+        out = x0.clone()
+        for k in torch.unique(label):
+            rows = (label == k).nonzero().squeeze(1)
+            out[rows] = coupling(x0[rows], x1[rows], None, generator=generator).x0
+        return CoupledBatch(x0=out, x1=x1, label=label)
+
+    return coupled
+
 COUPLINGS: dict[str, CouplingFn] = {
     "independent": independent_coupling,
     "ot": ot_coupling,
@@ -171,9 +200,11 @@ COUPLINGS: dict[str, CouplingFn] = {
 def get_coupling(name: str, **kwargs: float) -> CouplingFn:
     """Coupling by name ("independent", "ot", "sinkhorn"); kwargs (e.g. epsilon) are bound to it.
 
-    The result is called as fn(x0, x1, label=None, generator=None) -> CoupledBatch.
+    The result is called as fn(x0, x1, label=None, generator=None) -> CoupledBatch; OT and Sinkhorn solve
+    within each class of a labelled batch (:func:`within_classes`).
     """
     if name not in COUPLINGS:
         raise ValueError(f"unknown coupling {name!r}; choose one of {sorted(COUPLINGS)}")
     fn = COUPLINGS[name]
-    return functools.partial(fn, **kwargs) if kwargs else fn
+    fn = functools.partial(fn, **kwargs) if kwargs else fn
+    return fn if name == "independent" else within_classes(fn)

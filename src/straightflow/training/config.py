@@ -148,16 +148,18 @@ METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 _AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0}
 
 
-def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None) -> RunConfig:
+def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None,
+                     tensor_condition: bool = False) -> RunConfig:
     """cfg with every field still at "auto" (data.coupling, model.time_features) or 0 (train.steps) set from
     METHOD_DEFAULTS for its method and kind of data (vectors, or images); fields given a value are kept. Fixed
-    pairs (data.pairs, reflow and distillation) are already coupled, so their auto coupling is "independent".
+    pairs (data.pairs, reflow and distillation) are already coupled, and minibatch OT would break a tensor
+    condition (paths.coupling.within_classes), so their auto coupling is "independent".
     `like` (a resumed run's saved config) supplies the auto fields instead, so that a run made under older
     defaults resumes with the values it was made with."""
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose from: {', '.join(METHODS)}")
     table = METHOD_DEFAULTS[(cfg.method.name, "vectors" if vectors else "images")]
-    if cfg.data.pairs:
+    if cfg.data.pairs or tensor_condition:  # pairs are coupled already; OT cannot respect a tensor condition
         table = {**table, "data.coupling": "independent"}
     if like is not None:
         table = {key: getattr(getattr(like, key.partition(".")[0]), key.partition(".")[2]) for key in _AUTO_VALUES}

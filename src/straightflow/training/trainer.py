@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from straightflow import __version__
+from straightflow.conditions import TensorCondition
 from straightflow.data.epochs import epoch_indices
 from straightflow.data.standardize import StandardizedData, resolve_mode, run_transform
 from straightflow.data.tensors import as_data_source, condition_of
@@ -136,7 +137,9 @@ class Trainer:
         if resume and (self.out / CHECKPOINT).exists():  # a resumed run keeps the defaults it was made with
             saved_meta = read_meta(self.out / CHECKPOINT)
             saved = config_from_saved(saved_meta["config"])
-        cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved)
+        tensor_condition = isinstance(condition_of(self.data), TensorCondition)
+        cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved,
+                                          tensor_condition=tensor_condition)
         std = resolve_mode(cfg.data.standardize, self.data, saved.data.standardize if saved else None)
         cfg = self.cfg = replace(cfg, data=replace(cfg.data, standardize=std))  # config.json records on / off
         threads = cfg.train.num_threads
