@@ -71,3 +71,20 @@ def test_bad_condition_specs_are_one_line_errors():
         null_like(0, torch.zeros(2))
     with pytest.raises(ValueError, match="conditions must have shape"):
         TensorCondition((2,)).check(torch.zeros(3, 4), 3)
+
+
+def test_meanflow_folded_guidance_mixes_tensor_conditioned_rows_and_keeps_null_rows():
+    from straightflow.methods.mean_flow import guided_velocity_target
+
+    cond_spec = TensorCondition((1,))
+
+    def u(x, s, t, label=None):  # u(x, s, s | c) = c (0 for the null condition)
+        return torch.nan_to_num(label, nan=0.0).expand_as(x)
+
+    x, s = torch.zeros(3, 2), torch.full((3,), 0.3)
+    v = torch.ones(3, 2)
+    c = torch.tensor([[2.0], [float("nan")], [-1.0]])  # the middle row's condition was dropped
+    out = guided_velocity_target(u, x, s, v, c, cond_spec, omega=1.5, kappa=0.2)
+    # omega v + kappa c + (1 - omega - kappa) * 0 on conditioned rows; v on the dropped one
+    expected = torch.tensor([[1.5 + 0.4] * 2, [1.0] * 2, [1.5 - 0.2] * 2])
+    torch.testing.assert_close(out, expected)
