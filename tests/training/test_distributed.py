@@ -29,6 +29,14 @@ def torchrun(out, steps: int, extra: dict[str, str], nproc: int = 2) -> None:
            "--no-plots", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # A rare abort of a gloo rank in C++ teardown on a loaded machine (seen about once in 100 runs, not
+        # reproduced in 27 runs idle or beside a busy process); the command line now skips that teardown
+        # (cli/main.py). Run once more from scratch rather than fail on it; any other failure fails.
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

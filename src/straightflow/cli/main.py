@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         code = _run(args)
     if __name__ != "__main__" and argv is not None:
         return code
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun rank leaves without the interpreter's teardown: gloo's threads, torn down by C++ static
+        # destructors at exit, have aborted a rank now and then ("terminate called without an active exception")
+        # after its work was done. Everything the run wrote is closed by now (atomic checkpoints, closed logs).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
