@@ -74,7 +74,7 @@ from straightflow.training.distributed import (
 )
 from straightflow.training.ema import EMA
 from straightflow.training.lock import RunLock
-from straightflow.training.loggers import JsonlLogger, check_log_spec, open_loggers, truncate_jsonl
+from straightflow.training.loggers import check_log_spec, open_loggers, truncate_jsonl
 from straightflow.training.meter import LossMeter, NonFiniteLossError, grad_norm
 from straightflow.training.provenance import absolute_paths, run_provenance
 
@@ -137,9 +137,9 @@ class Trainer:
         if resume and (self.out / CHECKPOINT).exists():  # a resumed run keeps the defaults it was made with
             saved_meta = read_meta(self.out / CHECKPOINT)
             saved = config_from_saved(saved_meta["config"])
-        tensor_condition = isinstance(condition_of(self.data), TensorCondition)
+        self.condition = condition_of(self.data)  # class labels, a tensor condition, or None
         cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved,
-                                          tensor_condition=tensor_condition)
+                                          tensor_condition=isinstance(self.condition, TensorCondition))
         std = resolve_mode(cfg.data.standardize, self.data, saved.data.standardize if saved else None)
         cfg = self.cfg = replace(cfg, data=replace(cfg.data, standardize=std))  # config.json records on / off
         threads = cfg.train.num_threads
@@ -159,7 +159,6 @@ class Trainer:
         if cfg.data.ot_scope not in ("global", "rank"):
             raise ValueError(f"unknown data.ot_scope {cfg.data.ot_scope!r}; choose from: global, rank")
         self.num_classes = num_classes_of(self.data)
-        self.condition = condition_of(self.data)  # class labels, a tensor condition, or None
         # data.standardize: the model trains on (x - mean) / std; the statistics go into the checkpoint
         self.transform = run_transform(cfg, self.data, saved_meta, str(self.out / CHECKPOINT))
         if self.transform is not None:
@@ -335,9 +334,8 @@ class Trainer:
     def _log(self, meter: LossMeter, lr: float) -> dict:
         """The one host read every log_every steps (training.meter), written by rank 0 to the run's loggers."""
         record = meter.read(self.step, lr, self.cfg.train.batch_size, self.dist, self.out)
-        if self.dist.is_main:
-            logger = getattr(self, "_logger", None) or JsonlLogger(self.out)
-            logger.log_scalars(self.step, {k: v for k, v in record.items() if k != "step"})
+        if self._logger is not None:  # rank 0 only (opened by _fit)
+            self._logger.log_scalars(self.step, {k: v for k, v in record.items() if k != "step"})
         return record
 
     def _snapshot_maker(self):
