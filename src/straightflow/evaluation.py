@@ -87,16 +87,13 @@ def reference_trajectory(run: Run, n: int, seed: int = 0, steps: int = 32) -> tu
     return sol.trajectory.cpu(), sol.times.cpu()
 
 
-def _straightness(run: Run, n: int, seed: int) -> float:
-    return straightness(*reference_trajectory(run, n, seed))
-
-
-def _crossing_rate(run: Run, n: int, seed: int) -> float | None:
-    """Crossing rate of the coupling (x0, x1 = reference solve of x0) on n points; None unless 2-D."""
-    if run.dim != 2:
-        return None
-    trajectory, _ = reference_trajectory(run, n, seed)
-    return crossing_rate(trajectory[0], trajectory[-1])
+def _coupling_metrics(run: Run, n: int, seed: int) -> tuple[float, float | None]:
+    """(straightness on min(n, 1000) paths, crossing rate of the coupling (x0, x1 = reference solve of x0) on
+    min(n, 2000) points, None unless 2-D), from one reference solve."""
+    m = min(n, 2000) if run.dim == 2 else min(n, 1000)
+    trajectory, times = reference_trajectory(run, m, seed)
+    bent = straightness(trajectory[:, :min(n, 1000)], times)
+    return bent, crossing_rate(trajectory[0], trajectory[-1]) if run.dim == 2 else None
 
 
 def evaluate_run(
@@ -120,9 +117,10 @@ def evaluate_run(
     reference, second = data.heldout_pair(n, seed=heldout_seed)
     scale = median_distance(reference.reshape(n, -1).double())
     precision, recall = precision_recall(reference.reshape(n, -1), second.reshape(n, -1))
+    bent, crossings = _coupling_metrics(run, n, seed)
     report = EvalReport(str(run.path), n, wasserstein2(second, reference), precision, recall,
-                        mmd_rbf(second, reference, scale=scale), _straightness(run, min(n, 1000), seed), note=note)
-    report.crossing_rate = _crossing_rate(run, min(n, 2000), seed)
+                        mmd_rbf(second, reference, scale=scale), bent, note=note)
+    report.crossing_rate = crossings
     x0 = run.draw_x0(n, seed)
     bar.set_postfix(floor=f"W2 {report.noise_floor:.4f}")
     bar.update(1)
