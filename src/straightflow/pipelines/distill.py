@@ -44,15 +44,14 @@ def distill(
     pairs of a reflow from run_dir). The result samples with `--solver euler --steps k`."""
     k = positive_int(k, "k (distillation steps)")
     parent, out = prepare_child(run_dir, out, resume)
-    check = distill_config(parent, pairs_dir or out / PAIRS_FOLDER, run_dir, k, train_steps)
-    check_config(apply_overrides(check, overrides or {}))  # bad settings fail now, not after the pairs
+    cfg = distill_config(parent, pairs_dir or out / PAIRS_FOLDER, run_dir, k, train_steps)
+    check_config(apply_overrides(cfg, overrides or {}))  # bad settings fail now, not after the pairs
     if pairs_dir is None:
         n_pairs = positive_int(n_pairs, "--pairs (number of pairs)")
-        pairs_dir = reflow_pairs_from_run(load_run(run_dir, device=device), n_pairs, out / PAIRS_FOLDER,
-                                          progress=on_shard, **pairs_kwargs(pair_options))
+        reflow_pairs_from_run(load_run(run_dir, device=device), n_pairs, out / PAIRS_FOLDER, progress=on_shard,
+                              **pairs_kwargs(pair_options))
     else:
         check_pairs_source(pairs_dir, run_dir)  # by the SHA-256 of run_dir's checkpoint
-    cfg = distill_config(parent, pairs_dir, run_dir, k, train_steps)
     return train_child(cfg, out, overrides, resume, progress)
 
 

@@ -14,7 +14,6 @@ error rather than resumed or trained on: shards of two runs never mix under one 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from straightflow.data.fingerprint import file_sha256
 from straightflow.data.pairs import MANIFEST, read_manifest, read_shard, save_shard, shard_count, shard_path
 from straightflow.methods.rectified import positive_int
 from straightflow.solvers.integrate import SOLVERS, odeint
+from straightflow.training.checkpoint import clean_temporaries, write_text_atomic
 from straightflow.training.config import RunConfig
 from straightflow.training.distributed import barrier, world_info
 
@@ -66,12 +66,6 @@ def _solve_shard(
                          atol=settings["atol"])
             out.append(sol.x.to("cpu", torch.float32))
     return torch.cat(out)
-
-
-def _clean_temporaries(folder: Path) -> None:
-    """Remove temp files a killed writer left behind (.pairs-00003.safetensors.tmp-PID)."""
-    for tmp in folder.glob(".pairs-*.safetensors.tmp-*"):
-        tmp.unlink(missing_ok=True)
 
 
 def _mismatch(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
@@ -163,7 +157,7 @@ def generate_reflow_pairs(
     # (seed, i), so the merged folder equals a single-process generation, without duplicates or gaps.
     ranks = world_info()
     if ranks.is_main:  # one rank clears a killed writer's leftovers, before any rank writes its own
-        _clean_temporaries(folder)
+        clean_temporaries(folder)  # .pairs-00003.safetensors.tmp-PID, .pairs.json.tmp-PID
     barrier()
     device = torch.device(device)
     for i in range(ranks.rank, total, ranks.world_size):
@@ -190,9 +184,7 @@ def generate_reflow_pairs(
     if ranks.is_main:
         shape = tuple(read_shard(folder, 0)[0]["x0"].shape[1:])
         manifest = {"n": n, "shards": total, "shape": list(shape), **settings, **info}
-        tmp = manifest_path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, manifest_path)
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
     barrier()
     return folder
 

@@ -37,6 +37,7 @@ from straightflow.metrics import images as im
 from straightflow.metrics.flows import transport_cost
 from straightflow.report.tables import Column, Table
 from straightflow.runs import Run
+from straightflow.training.snapshots import default_sampler
 
 __all__ = [
     "require_translation_run", "default_translation_sampler", "read_translation_inputs", "translate",
@@ -58,11 +59,8 @@ def require_translation_run(run: Run) -> None:
 def default_translation_sampler(run: Run) -> tuple[str, int]:
     """(solver, steps) when none is asked for: one average-velocity jump for MeanFlow, the k Euler steps a
     k-step distilled run was trained for, else 8 Euler steps."""
-    if run.average_velocity:
-        return "meanflow", 1
-    if run.config.method.time_sampler == "grid":
-        return "euler", run.config.method.grid_steps
-    return "euler", 8
+    method = run.config.method
+    return default_sampler(method.name, method.time_sampler, method.grid_steps)
 
 
 def _check_pixels(x: np.ndarray, where: str) -> None:

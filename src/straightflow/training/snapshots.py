@@ -1,6 +1,6 @@
 """What a run samples while it trains: every train.sample_every steps, a picture and a cheap quality number.
 
-The EMA network samples with a cheap sampler (:func:`snapshot_sampler`: one average-velocity jump for
+The EMA network samples with a cheap sampler (:func:`default_sampler`: one average-velocity jump for
 MeanFlow, k Euler steps for a k-step grid model, 8 Euler steps otherwise) from the same x0 (and balanced class
 labels) every time, so the pictures compare across steps:
 
@@ -26,15 +26,16 @@ from straightflow.metrics.distances import wasserstein2
 from straightflow.solvers.integrate import odeint
 from straightflow.solvers.one_step import average_velocity_sample
 
-__all__ = ["Snapshot", "SnapshotMaker", "snapshot_sampler", "SNAPSHOT_N"]
+__all__ = ["Snapshot", "SnapshotMaker", "default_sampler", "SNAPSHOT_N"]
 
 SNAPSHOT_N = 1000  # vector samples per snapshot: exact W2 at n = 1000 takes about 0.3 s on a CPU
 _PER_CLASS, _GRID_N = 8, 64  # images: columns per class row (conditional), or images in all (unconditional)
 _MIN_WIDTH = 256  # image grids narrower than this are enlarged by an integer factor (nearest neighbour)
 
 
-def snapshot_sampler(method: str, time_sampler: str = "uniform", grid_steps: int = 1) -> tuple[str, int]:
-    """(solver, steps) for snapshots: ("meanflow", 1), ("euler", grid_steps) for grid models, else ("euler", 8)."""
+def default_sampler(method: str, time_sampler: str = "uniform", grid_steps: int = 1) -> tuple[str, int]:
+    """(solver, steps) a run samples with when none is asked for (snapshots, translate): one jump for MeanFlow
+    ("meanflow", 1), the k Euler steps a k-step distilled (grid) run was trained for, else ("euler", 8)."""
     if method == "meanflow":
         return "meanflow", 1
     if time_sampler == "grid":
@@ -63,7 +64,7 @@ class SnapshotMaker:
                  condition: Any = None, seed: int = 0) -> None:
         self.images = len(data.shape) == 3
         self.average_velocity = method == "meanflow"
-        self.solver, self.steps = snapshot_sampler(method, time_sampler, grid_steps)
+        self.solver, self.steps = default_sampler(method, time_sampler, grid_steps)
         classes = int(getattr(condition, "num_classes", 0) or 0)
         if self.images:
             n = classes * _PER_CLASS if classes else _GRID_N
