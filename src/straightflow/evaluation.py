@@ -21,7 +21,7 @@ from torch import Tensor
 
 from straightflow.data.base import DataSource
 from straightflow.metrics.coverage import precision_recall
-from straightflow.metrics.distances import median_distance, mmd_rbf, wasserstein2
+from straightflow.metrics.distances import floor_ratio, median_distance, mmd_rbf, wasserstein2
 from straightflow.metrics.flows import crossing_rate, straightness, transport_cost
 from straightflow.progress import progress as reporter
 from straightflow.report.tables import Column, Table
@@ -67,10 +67,6 @@ def noise_floor(data, n: int, seed: int = 1) -> float:
     """W2 between two independent held-out draws of size n: the best score any sampler can expect."""
     reference, second = data.heldout_pair(n, seed=seed)
     return wasserstein2(second, reference)
-
-
-def _ratio(value: float, floor: float) -> float:
-    return value / floor if floor > 0 else float("inf")
 
 
 def reference_trajectory(run: Run, n: int, seed: int = 0, steps: int = 32) -> tuple[Tensor, Tensor]:
@@ -133,7 +129,7 @@ def evaluate_run(
         w2 = wasserstein2(x, reference)
         precision, recall = precision_recall(reference.reshape(n, -1), x.reshape(n, -1))
         report.rows.append(EvalRow(
-            solver, steps, sol.nfe, w2, _ratio(w2, report.noise_floor), precision, recall,
+            solver, steps, sol.nfe, w2, floor_ratio(w2, report.noise_floor), precision, recall,
             mmd_rbf(x, reference, scale=scale), transport_cost(x0, x), seconds,
         ))
         bar.set_postfix(last=f"{solver} {steps}: W2/floor {report.rows[-1].w2_ratio:.2f}x")

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from straightflow.data.images import ImageSource, is_image_spec
 from straightflow.metrics import images as im
+from straightflow.metrics.distances import floor_ratio
 from straightflow.progress import progress as reporter
 from straightflow.report.tables import Column, Table
 from straightflow.runs import Run, sample_run
@@ -175,7 +176,7 @@ def image_eval_table(report: ImageEvalReport) -> Table:
     if any(r.true_fid is not None for r in report.rows):
         columns.append(Column("true_fid", "FID", ".2f"))
     floor = {"solver": "held-out", "feature_fid": report.floor_fid, "fid_ratio": 1.0}
-    rows = [{**asdict(r), "fid_ratio": r.feature_fid / report.floor_fid if report.floor_fid > 0 else float("inf")}
+    rows = [{**asdict(r), "fid_ratio": floor_ratio(r.feature_fid, report.floor_fid)}
             for r in report.rows]
     return Table(columns, [floor, *rows], title, [IMAGE_FLOOR_NOTE])
 

@@ -110,3 +110,9 @@ def mmd_rbf(
     scales = torch.tensor(bandwidths, dtype=torch.float64) * scale
     value = _mean_kernel(x, x, scales) + _mean_kernel(y, y, scales) - 2.0 * _mean_kernel(x, y, scales)
     return max(float(value), 0.0)
+
+
+def floor_ratio(value: float, floor: float) -> float:
+    """value / floor, a metric over its noise floor (the same metric between two held-out draws); inf for a
+    zero floor (a sampler can only match it exactly)."""
+    return value / floor if floor > 0 else float("inf")

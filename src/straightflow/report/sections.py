@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from straightflow.metrics.distances import floor_ratio
 from straightflow.report.tables import Column, Table
 from straightflow.training.config import flatten_config
 
@@ -173,7 +174,7 @@ def _metrics(section: RunSection, run: Any, nfes: list[int], n: int, seed: int, 
         if d.get("rows") and "feature_fid" in d["rows"][0]:
             report = ImageEvalReport(**{**d, "rows": [ImageEvalRow(**r) for r in d["rows"]]})
             section.add_table("metrics", image_eval_table(report))
-            rows = [{"nfe": r.nfe, "ratio": r.feature_fid / report.floor_fid} for r in report.rows]
+            rows = [{"nfe": r.nfe, "ratio": floor_ratio(r.feature_fid, report.floor_fid)} for r in report.rows]
         else:
             report = EvalReport(**{**d, "rows": [EvalRow(**r) for r in d["rows"]]})
             section.add_table("metrics", eval_table(report))

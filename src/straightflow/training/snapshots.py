@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from straightflow.metrics.distances import wasserstein2
+from straightflow.metrics.distances import floor_ratio, wasserstein2
 from straightflow.solvers.integrate import odeint
 from straightflow.solvers.one_step import average_velocity_sample
 
@@ -124,7 +124,7 @@ class SnapshotMaker:
 
         finite = torch.isfinite(x).all()
         w2 = wasserstein2(x, self.reference) if finite else float("inf")
-        scalars = {"w2": w2, "w2_floor": self.floor, "w2_ratio": w2 / self.floor if self.floor > 0 else float("inf")}
+        scalars = {"w2": w2, "w2_floor": self.floor, "w2_ratio": floor_ratio(w2, self.floor)}
         figure = samples_figure(x if finite else torch.nan_to_num(x), self.reference,
                                 title=f"step {step}: W2 {scalars['w2_ratio']:.2f}x floor", size=4.0)
         return Snapshot(scalars, figure, title)
