@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from straightflow.data.base import DataSource, check_count
+from straightflow.data.base import DataSource, check_count, heldout_index
 from straightflow.data.domains import DIGITS_DOMAINS, load_digits_domain
 from straightflow.data.image_files import load_digits_images, read_cifar10, read_image_folder, read_mnist_split
 from straightflow.rng import rand, randint
@@ -146,10 +146,8 @@ class ImageSource(DataSource):
 
     def heldout_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
         """n test images and their labels: distinct in a seeded order if n <= the test size, else resampled."""
-        check_count(n)
         g = torch.Generator().manual_seed(int(seed))
-        n_test = self.test.shape[0]
-        index = torch.randperm(n_test, generator=g)[:n] if n <= n_test else torch.randint(0, n_test, (n,), generator=g)
+        index = heldout_index(self.test.shape[0], n, g)
         x = self.to_pixels(self.test[index], g, self.dequantize)
         return x, None if self.test_labels is None else self.test_labels[index]
 

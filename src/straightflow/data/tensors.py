@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from straightflow.conditions import ClassLabels, Condition, TensorCondition
-from straightflow.data.base import DataSource, check_count
+from straightflow.data.base import DataSource, check_count, heldout_index
 from straightflow.rng import randint
 
 __all__ = ["TensorSource", "StreamSource", "as_data_source", "infer_condition", "condition_of", "HELDOUT_FRACTION"]
@@ -145,15 +145,8 @@ class TensorSource(DataSource):
         moved.train_cond = None if self.train_cond is None else self.train_cond.to(device)
         return moved
 
-    def _heldout_index(self, n: int, seed: int) -> Tensor:
-        generator = torch.Generator().manual_seed(int(seed))
-        n_held = self.heldout_rows.shape[0]
-        if check_count(n) <= n_held:
-            return torch.randperm(n_held, generator=generator)[:n]
-        return torch.randint(0, n_held, (n,), generator=generator)
-
     def heldout_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
-        index = self._heldout_index(n, seed)
+        index = heldout_index(self.heldout_rows.shape[0], n, torch.Generator().manual_seed(int(seed)))
         return self.heldout_rows[index], None if self.heldout_cond is None else self.heldout_cond[index]
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
@@ -238,11 +231,7 @@ class StreamSource(DataSource):
         return self.sample_labeled(n, generator)[0]
 
     def heldout(self, n: int, seed: int = 0) -> Tensor:
-        held = self.heldout_rows.shape[0]
-        generator = torch.Generator().manual_seed(int(seed))
-        if check_count(n) <= held:
-            return self.heldout_rows[torch.randperm(held, generator=generator)[:n]]
-        return self.heldout_rows[torch.randint(0, held, (n,), generator=generator)]
+        return self.heldout_rows[heldout_index(self.heldout_rows.shape[0], n, torch.Generator().manual_seed(int(seed)))]
 
 
 def _is_map_dataset(data) -> bool:
