@@ -17,7 +17,7 @@ from straightflow.evaluation import reference_trajectory
 from straightflow.methods.rectified import positive_int
 from straightflow.pipelines.pairs import reflow_pairs_from_run, require_velocity_run
 from straightflow.runs import Run, load_run
-from straightflow.training.checkpoint import CHECKPOINT, checkpoint_file, load_checkpoint
+from straightflow.training.checkpoint import CHECKPOINT, checkpoint_file, read_meta
 from straightflow.training.config import RunConfig, apply_overrides, check_config, config_from_saved
 
 __all__ = [
@@ -42,9 +42,8 @@ def reflow_config(parent: RunConfig, pairs_dir: str | Path, parent_dir: str | Pa
 
 
 def parent_of(run_dir: str | Path) -> RunConfig:
-    """A run's config read from its checkpoint (without building the network)."""
-    _, meta = load_checkpoint(checkpoint_file(run_dir))
-    return config_from_saved(meta["config"])
+    """A run's config read from its checkpoint's metadata (without reading its tensors)."""
+    return config_from_saved(read_meta(checkpoint_file(run_dir))["config"])
 
 
 def prepare_child(run_dir: str | Path, out: str | Path, resume: bool) -> tuple[RunConfig, Path]:
