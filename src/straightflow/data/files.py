@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["VECTOR_SUFFIXES", "load_vectors", "save_vectors"]
+__all__ = ["VECTOR_SUFFIXES", "load_vectors", "read_npy", "save_vectors"]
 
 VECTOR_SUFFIXES: tuple[str, ...] = (".npy", ".csv")
 INDEX_HEADERS = ("", "Unnamed: 0")  # what pandas writes above its index column
@@ -45,7 +45,9 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def read_npy(path: Path) -> np.ndarray:
+    """A real numeric array from a .npy file; anything else (pickles, truncated or foreign bytes, strings, complex
+    numbers) is a one-line ValueError naming the file."""
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as err:  # noqa: BLE001 - any bytes: pickled, empty, truncated, foreign, a mangled header
@@ -142,7 +144,7 @@ def load_vectors(path: str | Path) -> Tensor:
     suffix = _suffix(path)
     if not path.is_file():
         raise ValueError(f"data file not found: {path}")
-    array = _read_npy(path) if suffix == ".npy" else _read_csv(path)
+    array = read_npy(path) if suffix == ".npy" else _read_csv(path)
     if array.ndim != 2:
         raise ValueError(f"expected an array of shape (N, D), got {array.shape} in {path}")
     if array.size == 0:

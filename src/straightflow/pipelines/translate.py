@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from straightflow.data.files import read_npy
 from straightflow.data.image_files import IMAGE_SUFFIXES, list_image_files, read_image_files, write_image_files
 from straightflow.data.images import is_image_spec
 from straightflow.image_evaluation import fid_at, held_out_floor, sample_images
@@ -99,9 +100,9 @@ def read_translation_inputs(path: str | Path, shape: Sequence[int]) -> tuple[Ten
     if not path.is_file():
         raise ValueError(f"input file {path} does not exist")
     try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"cannot read {path} as a .npy array ({err})") from None
+        x = read_npy(path)
+    except ValueError as err:
+        raise ValueError(f"{err}; translate takes real pixels in [-1, 1]") from None
     if x.ndim == 3 and c == 1:
         x = x[:, None]
     if x.ndim != 4 or x.shape[0] < 1:
@@ -114,8 +115,6 @@ def read_translation_inputs(path: str | Path, shape: Sequence[int]) -> tuple[Ten
     if x.shape[2:] != (h, w):
         raise ValueError(f"{path} holds {x.shape[2]}x{x.shape[3]} images, but the run takes {h}x{w}; resize them, "
                          f"or pass a folder of image files (resized to {h}x{w})")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"{path} holds {x.dtype} values; translate takes real pixels in [-1, 1]")
     x = x.astype(np.float32)
     _check_pixels(x, str(path))
     return torch.from_numpy(x).clamp(-1, 1), [f"{i:05d}.png" for i in range(x.shape[0])]
