@@ -87,3 +87,15 @@ def test_plot_sample_panels_rejects_no_panels_and_mismatched_dimensions(tmp_path
         plot_sample_panels({}, torch.zeros(5, 2), tmp_path / "p.png")
     with pytest.raises(ValueError, match="panel 'a'"):
         plot_sample_panels({"a": torch.zeros(5, 3)}, torch.zeros(5, 2), tmp_path / "p.png")
+
+
+def test_run_loss_plot_takes_curves_that_appear_midway_and_skips_an_empty_log(tmp_path):
+    import json
+
+    from straightflow.plots.figures import plot_run_losses
+
+    assert plot_run_losses(tmp_path) is None  # nothing logged yet
+    records = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5, "loss_unweighted": 0.7}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    path = plot_run_losses(tmp_path)
+    assert path == tmp_path / "loss.png" and path.stat().st_size > 1000

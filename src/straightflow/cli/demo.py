@@ -43,7 +43,7 @@ def run(args) -> int:
 
         return run_translate(args)
     from straightflow.evaluation import eval_table, evaluate_run
-    from straightflow.plots.figures import plot_loss_curve, plot_sample_panels, plot_trajectories
+    from straightflow.plots.figures import plot_run_losses, plot_sample_panels, plot_trajectories
     from straightflow.report.tables import write_tables
     from straightflow.runs import load_run, sample_run
     from straightflow.training.config import RunConfig, apply_overrides, resolve_defaults
@@ -62,8 +62,7 @@ def run(args) -> int:
                           progress=not args.no_progress)
         print(f"[demo] training {name} on {args.data} for {steps} steps")
         trainer.fit()
-        records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
-        plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], run_dir / "loss.png")
+        plot_run_losses(run_dir)
         run = load_run(run_dir)
         report = evaluate_run(run, specs, n=args.n, progress=not args.no_progress)
         tables[name] = eval_table(report)

@@ -38,7 +38,7 @@ DIGITS_RUNS = {
 def run_digits(args) -> int:
     """Train, evaluate and draw both runs; `args` carries out, scale, n and no_progress."""
     from straightflow.image_evaluation import evaluate_images, image_eval_table, write_image_grid
-    from straightflow.plots.figures import plot_loss_curve
+    from straightflow.plots.figures import plot_run_losses
     from straightflow.plots.images import plot_quality_vs_nfe
     from straightflow.runs import load_run
     from straightflow.training.config import RunConfig, apply_overrides
@@ -56,8 +56,7 @@ def run_digits(args) -> int:
                           progress=not args.no_progress)
         print(f"[demo digits] training class-conditional {name} for {steps} steps", flush=True)
         trainer.fit()
-        records = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln]
-        plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], run_dir / "loss.png")
+        plot_run_losses(run_dir)
         run = load_run(run_dir)
         report = evaluate_images(run, specs, n=n, progress=not args.no_progress)
         tables[name] = image_eval_table(report)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from straightflow.solvers.integrate import SOLVERS
@@ -97,12 +96,10 @@ def run(args) -> int:
 def write_plots(out: Path) -> None:
     """loss.png; for 2-D data samples.png (the run's own sampler) and trajectories.png (before / after)."""
     from straightflow.pipelines.reflow import plot_reflow_trajectories
-    from straightflow.plots.figures import plot_loss_curve, plot_samples
+    from straightflow.plots.figures import plot_run_losses, plot_samples
     from straightflow.runs import load_run, sample_run
 
-    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln]
-    if records:
-        plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], out / "loss.png")
+    plot_run_losses(out)
     r = load_run(out)
     if r.dim != 2:
         return

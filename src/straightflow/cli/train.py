@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from straightflow.cli.common import add_config_args, config_from_args
@@ -79,12 +78,10 @@ def run(args) -> int:
 
 def write_run_plots(out: Path) -> None:
     """loss.png from metrics.jsonl and samples.png (2 000 samples over held-out data)."""
-    from straightflow.plots.figures import plot_loss_curve, plot_samples
+    from straightflow.plots.figures import plot_run_losses, plot_samples
     from straightflow.runs import load_run, sample_run
 
-    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln]
-    extra = {k: [r[k] for r in records] for k in records[0] if k.startswith("loss_")} if records else {}
-    plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records], out / "loss.png", extra or None)
+    plot_run_losses(out)
     run = load_run(out)
     from straightflow.image_evaluation import is_image_run, write_image_grid
 

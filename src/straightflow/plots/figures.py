@@ -132,6 +132,20 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+def plot_run_losses(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
+    """RUN/loss.png (or `path`) from RUN/metrics.jsonl: the loss and every logged "loss_*" curve (NaN where a
+    record lacks it, e.g. before a resume added it); None when the run logged nothing yet."""
+    from straightflow.training.loggers import TRAIN_FILE, read_jsonl
+
+    records = read_jsonl(Path(run_dir) / TRAIN_FILE)
+    if not records:
+        return None
+    keys = sorted({k for r in records for k in r if k.startswith("loss_")})
+    extra = {k: [r.get(k, float("nan")) for r in records] for k in keys}
+    return plot_loss_curve([r["step"] for r in records], [r["loss"] for r in records],
+                           path or Path(run_dir) / "loss.png", extra or None)
+
+
 def plot_loss_curve(
     steps: Sequence[float],
     losses: Sequence[float],

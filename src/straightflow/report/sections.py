@@ -21,8 +21,9 @@ from typing import Any
 from straightflow.metrics.distances import floor_ratio
 from straightflow.report.tables import Column, Table
 from straightflow.training.config import flatten_config
+from straightflow.training.loggers import read_jsonl
 
-__all__ = ["RunSection", "collect_run", "png_data_uri", "read_jsonl", "SECTIONS"]
+__all__ = ["RunSection", "collect_run", "png_data_uri", "SECTIONS"]
 
 # section key -> heading, in page order
 SECTIONS = {
@@ -66,13 +67,6 @@ class RunSection:
         self.notes.setdefault(section, []).append(text)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file, one per non-empty line; [] when the file is missing."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def png_bytes_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
@@ -90,15 +84,13 @@ def _sampler(average_velocity: bool, nfe: int) -> tuple[str, int]:
 
 
 def _training(section: RunSection) -> None:
-    from straightflow.plots.figures import plot_loss_curve
+    from straightflow.plots.figures import plot_run_losses
 
     records = read_jsonl(section.path / "metrics.jsonl")
     if not records:
         section.add_note("training", "no metrics.jsonl records")
         return
-    steps, losses = [r["step"] for r in records], [r["loss"] for r in records]
-    extra = {k: [r.get(k, float("nan")) for r in records] for k in records[-1] if k.startswith("loss_")}
-    section.add_image("training", "loss", png_data_uri(lambda p: plot_loss_curve(steps, losses, p, extra or None)))
+    section.add_image("training", "loss", png_data_uri(lambda p: plot_run_losses(section.path, p)))
     last = records[-1]
     columns = [c for c in TRAIN_COLUMNS if c.key in last]
     section.add_table("training", Table(columns, [last], "last training record"))

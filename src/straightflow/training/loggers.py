@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = [
+__all__ = ["read_jsonl",
     "LOG_BACKENDS", "RunLogger", "JsonlLogger", "TensorBoardLogger", "WandbLogger", "MultiLogger",
     "parse_log_spec", "check_log_spec", "open_loggers", "figure_to_array", "truncate_jsonl",
 ]
@@ -94,6 +94,13 @@ def figure_to_array(image: Any) -> np.ndarray:
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[..., :3])
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per non-empty line; [] when the file is missing."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def truncate_jsonl(path: Path, step: int) -> None:
