@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-__all__ = ["HELDOUT_SEED_OFFSET", "DataSource", "check_count", "heldout_index", "heldout_generator"]
+__all__ = ["HELDOUT_SEED_OFFSET", "DataSource", "check_count", "error_reason", "heldout_index", "heldout_generator"]
 
 # Held-out draws of toy and Gaussian sources use the seed (seed + this offset) mod 2^32, so heldout(n, 0)
 # never replays a training stream seeded with a small integer such as 0. The mod is explicit because
@@ -38,6 +38,12 @@ def check_count(n: int) -> int:
 def heldout_generator(seed: int) -> torch.Generator:
     """The CPU generator of held-out draws: seeded with (seed + HELDOUT_SEED_OFFSET) mod 2^32."""
     return torch.Generator().manual_seed((int(seed) + HELDOUT_SEED_OFFSET) % 2**32)
+
+
+def error_reason(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a reader's one-line
+    error says of a file it could not parse."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def heldout_index(n_held: int, n: int, generator: torch.Generator) -> Tensor:

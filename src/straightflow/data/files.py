@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from straightflow.data.base import error_reason
+
 __all__ = ["VECTOR_SUFFIXES", "load_vectors", "read_npy", "save_vectors"]
 
 VECTOR_SUFFIXES: tuple[str, ...] = (".npy", ".csv")
@@ -51,7 +53,7 @@ def read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as err:  # noqa: BLE001 - any bytes: pickled, empty, truncated, foreign, a mangled header
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = error_reason(err)
         raise ValueError(f"cannot read {path} as a .npy array: {reason}") from None
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise ValueError(f"expected a numeric array in {path}, got dtype {array.dtype}")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from straightflow.data.base import error_reason
+
 __all__ = [
     "IDX_TYPES", "IMAGE_SUFFIXES", "read_idx", "find_file", "read_mnist_split", "read_cifar10",
     "list_image_files", "read_image_files", "read_image_folder", "write_image_files", "load_digits_images",
@@ -117,7 +119,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except Exception as err:  # noqa: BLE001 - unpickling arbitrary bytes can fail in any way
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = error_reason(err)
         raise ValueError(f"{path} is not a CIFAR-10 python batch ({reason})") from None
     if not isinstance(batch, dict):
         raise ValueError(f"{path} is not a CIFAR-10 python batch: expected a dict, got {type(batch).__name__}")
@@ -128,7 +130,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"], dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as err:
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = error_reason(err)
         raise ValueError(f"{path}: CIFAR-10 data and labels must be arrays of integers ({reason})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise ValueError(
@@ -174,7 +176,7 @@ def _load_square(path: Path, size: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path} ({err})") from None
     except Exception as err:  # noqa: BLE001 - decoders of damaged files raise SyntaxError, ValueError, bombs, ...
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        reason = error_reason(err)
         raise ValueError(f"cannot read image {path} ({type(err).__name__}: {reason})") from None
 
 
