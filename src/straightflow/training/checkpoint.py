@@ -100,18 +100,12 @@ def clean_temporaries(folder: str | Path) -> list[Path]:
 def load_checkpoint(path: str | Path, kind: str = "run") -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(tensors, meta) from a checkpoint; a missing, truncated or foreign file is a one-line ValueError, and so
     is broken metadata: not JSON, or (kind "run", a run's checkpoint) without its config and step."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}")
+    meta = read_meta(path, kind)  # a missing or foreign file fails here, before any tensor is read
     try:
         tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("straightflow")
     except (SafetensorError, OSError, RuntimeError) as e:
         raise ValueError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from None
-    return tensors, _parse_meta(raw, path, kind)
+    return tensors, meta
 
 
 def _parse_meta(raw: str | None, path: Path, kind: str = "run") -> dict[str, Any]:
