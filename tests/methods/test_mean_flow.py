@@ -169,12 +169,13 @@ def test_tangent_mode_calls_through_the_wrapper():
 
 
 # ------------------------------------------------------------------------------------------------ (c) training
-def test_training_learns_the_gaussian_average_velocity():
+@pytest.mark.parametrize("tangent_velocity", ["conditional", "model"])
+def test_training_learns_the_gaussian_average_velocity(tangent_velocity):
     """Tiny MLP, 2000 steps of 512: relative RMSE of u over an (s, t) grid below 0.1 (measured 0.06-0.075)."""
     torch.manual_seed(0)
     model = MLP(2, 64, 2, n_times=2, n_frequencies=8)
     model.time_embed = FourierTime(8, 1.0, 10.0)  # low frequencies: MeanFlow's target differentiates in time
-    method = MeanFlow(PATH, UniformTime(), ratio=0.5, weight_power=0.5)
+    method = MeanFlow(PATH, UniformTime(), ratio=0.5, weight_power=0.5, tangent_velocity=tangent_velocity)
     steps, lr = 2000, 3e-3
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
@@ -388,10 +389,40 @@ def test_build_method_passes_the_config_fields():
     from straightflow.training.config import RunConfig, apply_overrides
 
     cfg = apply_overrides(RunConfig(), {"method.name": "meanflow", "method.ratio": 0.3, "method.jvp": "func",
-                                        "method.weight_power": 1.0, "method.weight_eps": 1e-2})
+                                        "method.weight_power": 1.0, "method.weight_eps": 1e-2,
+                                        "method.tangent_velocity": "model"})
     m = build_method(cfg)
     assert isinstance(m, MeanFlow)
     assert (m.ratio, m.jvp, m.weight_power, m.weight_eps, m.omega, m.kappa) == (0.3, "func", 1.0, 1e-2, 1.0, 0.0)
+    assert m.tangent_velocity == "model"
+    with pytest.raises(ValueError, match="unknown tangent velocity 'modle'; choose from: conditional, model"):
+        build_method(apply_overrides(cfg, {"method.tangent_velocity": "modle"}))
+
+
+# ------------------------------------------------------------------------------------------------ (g2) iMF tangent
+@pytest.mark.parametrize("jvp", ["tangent", "func"])
+def test_model_tangent_leaves_only_the_additive_conditional_noise_in_the_target(jvp):
+    # At the exact u, u(x, s, s) is the marginal v, so with the model's velocity in the tangent the target
+    # differs from u by exactly v_marginal - v_conditional; with the conditional velocity there, J_u multiplies
+    # that noise as well: (I + (t - s) J_x u)(v_marginal - v_conditional).
+    class ExactU(nn.Module):
+        def forward(self, x, s, t, label=None):
+            return u_exact(x, s, t)
+
+    g = torch.Generator().manual_seed(21)
+    x0 = torch.randn(128, 2, generator=g, dtype=F64)
+    x1 = MU + SIG * torch.randn(128, 2, generator=g, dtype=F64)
+    s, t = _st(128, g, gap=1e-2)
+    sample = PATH.sample(x0, x1, s)
+    noise = v_exact(sample.x_t, s) - sample.dx_t
+    losses = {}
+    for tv in ("model", "conditional"):
+        loss, err = mean_flow_loss(ExactU(), PATH, x0, x1, s, t, weight_power=0.0, jvp=jvp, tangent_velocity=tv)
+        losses[tv] = err
+    torch.testing.assert_close(losses["model"], noise.square().mean(1))
+    assert (losses["conditional"] - losses["model"]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="unknown tangent velocity"):
+        mean_flow_loss(ExactU(), PATH, x0, x1, s, t, tangent_velocity="marginal")
 
 
 # ------------------------------------------------------------------------------------------------ (h) teacher

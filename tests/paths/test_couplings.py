@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from straightflow.paths.coupling import (
     CoupledBatch,
     get_coupling,
     independent_coupling,
+    optimal_assignment,
     ot_coupling,
     sinkhorn_coupling,
     sinkhorn_plan,
@@ -168,3 +170,39 @@ def test_ot_within_classes_keeps_each_class_noise_an_unbiased_draw():
     assert fair.x0[label == 1].mean().abs() < 0.2
     with pytest.raises(ValueError, match="tensor condition"):
         get_coupling("sinkhorn")(x0, x1, torch.randn(b, 3))
+
+
+@pytest.mark.parametrize("d, seed", [(2, 0), (16, 1), (64, 2)])
+def test_network_simplex_assignment_is_a_permutation_as_cheap_as_the_hungarian_one(d, seed):
+    from scipy.optimize import linear_sum_assignment
+
+    x0, x1, _ = _batch(256, d, seed)
+    cost = squared_distances(x1, x0).numpy()
+    cols = optimal_assignment(cost)
+    assert sorted(cols.tolist()) == list(range(256))
+    rows, hungarian = linear_sum_assignment(cost)
+    assert cost[rows, cols].sum() == pytest.approx(cost[rows, hungarian].sum(), rel=1e-12)
+
+
+def test_assignment_with_tied_costs_still_returns_a_permutation():
+    # Duplicated points make the optimum degenerate (many optimal plans, some of them split); the answer must
+    # still be a permutation of the right cost.
+    x = torch.tensor([[0.0, 0.0]] * 4 + [[1.0, 1.0]] * 4, dtype=F64)
+    cost = squared_distances(x, x.flip(0)).numpy()
+    cols = optimal_assignment(cost)
+    assert sorted(cols.tolist()) == list(range(8))
+    assert cost[range(8), cols].sum() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_assignment_falls_back_to_scipy_when_the_simplex_is_unavailable(monkeypatch):
+    from straightflow.paths import coupling
+
+    x0, x1, _ = _batch(12, 2, 5)
+    cost = squared_distances(x1, x0).numpy()
+    monkeypatch.setattr(coupling, "_network_simplex", lambda: None)
+    fallback = optimal_assignment(cost)
+    monkeypatch.setattr(coupling, "_network_simplex", lambda: (lambda a, b, m, **kw: np.full_like(m, 1 / 144)))
+    split = optimal_assignment(cost)  # a split (non-permutation) plan is refused, scipy answers
+    assert sorted(fallback.tolist()) == list(range(12)) and np.array_equal(split, fallback)
+    monkeypatch.undo()
+    assert cost[range(12), fallback].sum() == pytest.approx(cost[range(12), optimal_assignment(cost)].sum())

@@ -59,6 +59,17 @@ Jacobian-vector product modes (each returns u with autograd history and the tang
   e^2 / 6 * d^3u/ds^3: for Fourier time features of angular frequency w this is a relative (e w)^2 / 6 of
   their contribution (0.7% at e = 1e-3, w = 200); round-off adds about eps_machine * |u| / e.
 
+Which velocity drives the tangent (``tangent_velocity``). The identity needs the *marginal* v in the tangent
+(v, 1, 0). The paper puts the conditional v there, which is right in expectation (the target is affine in v)
+but multiplies the conditional velocity's variance by J_u. Improved MeanFlow (Geng et al. 2025, "iMF") puts
+the network's own instantaneous velocity there, v_theta(x_s, s) = u_theta(x_s, s, s) under stop-gradient:
+
+    u_tgt = sg(v + (t - s) J_u . (v_theta(x_s, s), 1, 0)),
+
+so the loss is a regression of u_theta + (t - s) sg(d/ds u) onto the conditional v, whose minimiser is the
+same (at the exact u, u_theta(x, s, s) is the marginal v). It costs one extra forward pass without gradients
+("model"); "conditional" is the paper's target.
+
 Classifier-free guidance folded into training (paper sec. 4.2 and appendix B.1): for a labelled row c
 (not dropped) the velocity in both the tangent and the target is
 
@@ -100,6 +111,7 @@ from straightflow.types import AverageVelocityField, broadcast_time
 
 __all__ = [
     "JVP_MODES",
+    "TANGENT_VELOCITIES",
     "sample_interval_times",
     "adaptive_weight",
     "has_tangent_pass",
@@ -111,12 +123,14 @@ __all__ = [
     "guided_velocity_target",
     "teacher_velocity",
     "mean_flow_target",
+    "model_velocity",
     "mean_flow_loss",
     "additivity_gap",
     "MeanFlow",
 ]
 
 JVP_MODES = ("tangent", "func", "func_nograd", "finite_difference")
+TANGENT_VELOCITIES = ("conditional", "model")
 DEFAULT_FD_EPS = 1e-3
 
 
@@ -134,6 +148,11 @@ def _check_power(power: float) -> None:
 def _check_mode(mode: str) -> None:
     if mode not in JVP_MODES:
         raise ValueError(f"unknown jvp mode {mode!r}; choose from: {', '.join(JVP_MODES)}")
+
+
+def _check_tangent_velocity(name: str) -> None:
+    if name not in TANGENT_VELOCITIES:
+        raise ValueError(f"unknown tangent velocity {name!r}; choose from: {', '.join(TANGENT_VELOCITIES)}")
 
 
 def _check_order(s: Tensor, t: Tensor) -> None:
@@ -391,22 +410,31 @@ def mean_flow_target(
     label: Tensor | None = None,
     jvp: str = "tangent",
     fd_eps: float = DEFAULT_FD_EPS,
+    tangent: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(u_theta(x_s, s, t) with gradients, u_tgt = sg(v + (t - s) J_u . (v, 1, 0))), each (B, *D).
+    """(u_theta(x_s, s, t) with gradients, u_tgt = sg(v + (t - s) J_u . (w, 1, 0))), each (B, *D).
 
     x_s, v: (B, *D) the point at time s and the velocity there (conditional, marginal or guided);
-    s <= t: (B,). For the exact u and marginal v, u_tgt = u (the MeanFlow identity).
+    s <= t: (B,); w = `tangent` (default v), the velocity the JVP follows. For the exact u and marginal v = w,
+    u_tgt = u (the MeanFlow identity).
     """
     _check_order(s, t)
-    return _target(model, x_s, s, t, v, label, jvp, fd_eps)
+    return _target(model, x_s, s, t, v, label, jvp, fd_eps, tangent)
 
 
 def _target(
     model: Callable, x_s: Tensor, s: Tensor, t: Tensor, v: Tensor, label: Tensor | None, jvp: str,
-    fd_eps: float,
+    fd_eps: float, tangent: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    u, du = average_velocity_jvp(model, x_s, s, t, v, label, jvp, fd_eps)
+    u, du = average_velocity_jvp(model, x_s, s, t, v if tangent is None else tangent, label, jvp, fd_eps)
     return u, (v + broadcast_time(t - s, v) * du).detach()
+
+
+def model_velocity(model: Callable, x_s: Tensor, s: Tensor, label: Tensor | None) -> Tensor:
+    """v_theta(x_s, s) = u_theta(x_s, s, s) (B, *D) under no_grad, in x_s's dtype: the network's own
+    instantaneous velocity (the tangent of Improved MeanFlow's target)."""
+    with torch.no_grad():
+        return _as_u_fn(model, label)(x_s, s, s).to(x_s.dtype)
 
 
 def mean_flow_loss(
@@ -424,31 +452,37 @@ def mean_flow_loss(
     kappa: float = 0.0,
     num_classes: int | Condition = 0,
     fd_eps: float = DEFAULT_FD_EPS,
+    tangent_velocity: str = "conditional",
 ) -> tuple[Tensor, Tensor]:
     """(weighted loss, unweighted loss), each (B,): sg(w) e and e = mean_d (u_theta(x_s, s, t) - u_tgt)^2.
 
     x0, x1: (B, *D) coupled noise and data; s <= t: (B,); label: (B,) long (null = num_classes), a tensor
     condition (B, *C) (num_classes then a TensorCondition), or None.
-    x_s and v = dx_s come from `path` at time s; guidance (omega, kappa) replaces v by v_tilde.
+    x_s and v = dx_s come from `path` at time s; guidance (omega, kappa) replaces v by v_tilde;
+    tangent_velocity "model" makes the JVP follow sg(u_theta(x_s, s, s)) instead of v (see the module docstring).
     """
     _check_order(s, t)
     _check_power(weight_power)
+    _check_tangent_velocity(tangent_velocity)
     return _loss(model, path, x0, x1, s, t, label, weight_power, weight_eps, jvp, omega, kappa, num_classes,
-                 fd_eps)
+                 fd_eps, tangent_velocity=tangent_velocity)
 
 
 def _loss(
     model: Callable, path: AffinePath, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
     weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int | Condition,
-    fd_eps: float, teacher: Callable | None = None,
+    fd_eps: float, teacher: Callable | None = None, tangent_velocity: str = "conditional",
 ) -> tuple[Tensor, Tensor]:
     # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
     sample = path.sample(x0, x1, s)
-    if teacher is not None:
+    tangent = None
+    if teacher is not None:  # the teacher's velocity is already marginal: it is its own tangent
         v = teacher_velocity(teacher, sample.x_t, s, label, num_classes, omega)
     else:
         v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
-    u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps)
+        if tangent_velocity == "model":
+            tangent = model_velocity(model, sample.x_t, s, label)
+    u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps, tangent)
     err = (u - target).square().flatten(1).mean(1)
     return adaptive_weight(err, weight_power, weight_eps) * err, err
 
@@ -476,7 +510,8 @@ class MeanFlow:
     """The MeanFlow objective: interval sampler, label dropout, guidance folding, adaptive weight.
 
     ratio: fraction of rows with s != t; weight_power p and weight_eps c of w = 1 / (e + c)^p;
-    jvp: one of JVP_MODES; omega, kappa: guidance folded into training (conditional models only);
+    jvp: one of JVP_MODES; tangent_velocity: "conditional" (the paper) or "model" (Improved MeanFlow);
+    omega, kappa: guidance folded into training (conditional models only);
     teacher: a frozen velocity network v_T(x, t, label=...) whose marginal velocity replaces the conditional
     one in the target (omega then guides the teacher).
     """
@@ -492,6 +527,7 @@ class MeanFlow:
     omega: float = 1.0
     kappa: float = 0.0
     fd_eps: float = DEFAULT_FD_EPS
+    tangent_velocity: str = "conditional"
     teacher: nn.Module | None = field(default=None, compare=False, repr=False)  # frozen velocity network
 
     def __post_init__(self) -> None:
@@ -501,6 +537,7 @@ class MeanFlow:
         if not self.weight_eps >= 0:
             raise ValueError(f"weight eps c must be >= 0, got {self.weight_eps}")
         _check_mode(self.jvp)
+        _check_tangent_velocity(self.tangent_velocity)
         if not self.fd_eps > 0:
             raise ValueError(f"finite-difference step must be > 0, got {self.fd_eps}")
         guided = self.omega != 1.0 or self.kappa != 0.0
@@ -528,6 +565,6 @@ class MeanFlow:
             label = drop_labels(label, self.label_dropout, self.num_classes, generator)
         loss, err = _loss(
             model, self.path, batch.x0, x1, s, t, label, self.weight_power, self.weight_eps, self.jvp,
-            self.omega, self.kappa, self.num_classes, self.fd_eps, self.teacher,
+            self.omega, self.kappa, self.num_classes, self.fd_eps, self.teacher, self.tangent_velocity,
         )
         return LossOutput(loss, {"loss_unweighted": err.detach()})

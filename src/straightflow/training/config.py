@@ -87,6 +87,8 @@ class MethodConfig:
     weight_power: float = 0.5  # p in w = 1 / (|delta|^2 + c)^p
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
+    # the velocity the JVP follows: conditional (the paper's x1 - x0) | model (sg u(x_s, s, s), Improved MeanFlow)
+    tangent_velocity: str = "conditional"
     omega: float = 1.0  # guidance folded into training (with a teacher: the teacher's guidance scale)
     kappa: float = 0.0
     teacher: str = ""  # meanflow: a flow-matching run whose velocity replaces the conditional one in the target
