@@ -262,6 +262,23 @@ def test_sample_interval_times():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="ratio"):
             sample_interval_times(4, bad, UniformTime(), g)
+        with pytest.raises(ValueError, match="full_jump"):
+            sample_interval_times(4, 0.5, UniformTime(), g, full_jump=bad)
+
+
+def test_full_jump_rows_span_the_whole_interval_and_nothing_else_moves():
+    # 60% of rows s != t, a quarter of those (15% of all rows) exactly (0, 1); the rest keep their law.
+    g = torch.Generator().manual_seed(9)
+    s, t = sample_interval_times(40000, 0.6, UniformTime(), g, full_jump=0.25)
+    whole = (s == 0) & (t == 1)
+    assert abs(whole.float().mean().item() - 0.15) < 0.01
+    assert abs((s == t).float().mean().item() - 0.4) < 0.01
+    rest = (s < t) & ~whole
+    assert abs(s[rest].mean().item() - 1 / 3) < 0.01 and abs(t[rest].mean().item() - 2 / 3) < 0.01
+    plain_s, plain_t = sample_interval_times(100, 0.6, UniformTime(), torch.Generator().manual_seed(3))
+    same_s, same_t = sample_interval_times(100, 0.6, UniformTime(), torch.Generator().manual_seed(3),
+                                           full_jump=0.0)
+    assert torch.equal(plain_s, same_s) and torch.equal(plain_t, same_t)
 
 
 def test_bad_inputs_raise():

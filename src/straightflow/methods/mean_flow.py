@@ -195,19 +195,27 @@ def sample_interval_times(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    full_jump: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """(s, t), each (n,), with s <= t: two draws of `time_sampler`, sorted (s = min, t = max).
 
     A fraction (1 - ratio) of the rows (each independently with probability 1 - ratio) gets t = s: these are
     plain flow-matching rows. As in the paper, the jump's end collapses onto the point's time (the paper sets
     r = t; its t, the point's time, is our s), so the point's time s has the same law in every row.
+    Of the rows with s != t, a fraction `full_jump` is then set to (s, t) = (0, 1): the whole interval, the one
+    jump a one-step sampler takes (two sorted draws almost never land near that corner).
     time_sampler: a :mod:`straightflow.methods.time_sampling` sampler.
     """
     _check_fraction(ratio, "ratio (fraction of pairs with s != t)")
+    _check_fraction(full_jump, "full_jump (fraction of s != t rows on the whole interval)")
     a = time_sampler.sample(n, generator, device=device, dtype=dtype)
     b = time_sampler.sample(n, generator, device=device, dtype=dtype)
     s, t = torch.minimum(a, b), torch.maximum(a, b)
-    keep = rand(n, generator, s.device) < ratio
+    u = rand(n, generator, s.device)
+    keep = u < ratio
+    if full_jump > 0:  # the same uniform decides both, so the shares are exact: ratio * full_jump of all rows
+        whole = u < ratio * full_jump
+        s, t = torch.where(whole, torch.zeros_like(s), s), torch.where(whole, torch.ones_like(t), t)
     return s, torch.where(keep, t, s)
 
 
@@ -509,7 +517,8 @@ def additivity_gap(u_fn: AverageVelocityField, x_r: Tensor, r: Tensor, s: Tensor
 class MeanFlow:
     """The MeanFlow objective: interval sampler, label dropout, guidance folding, adaptive weight.
 
-    ratio: fraction of rows with s != t; weight_power p and weight_eps c of w = 1 / (e + c)^p;
+    ratio: fraction of rows with s != t, of which a fraction full_jump span (0, 1);
+    weight_power p and weight_eps c of w = 1 / (e + c)^p;
     jvp: one of JVP_MODES; tangent_velocity: "conditional" (the paper) or "model" (Improved MeanFlow);
     omega, kappa: guidance folded into training (conditional models only);
     teacher: a frozen velocity network v_T(x, t, label=...) whose marginal velocity replaces the conditional
@@ -521,6 +530,7 @@ class MeanFlow:
     num_classes: int | Condition = 0  # K class labels, or a methods.guidance Condition
     label_dropout: float = 0.0
     ratio: float = 0.5
+    full_jump: float = 0.0
     weight_power: float = 0.5
     weight_eps: float = 1e-3
     jvp: str = "tangent"
@@ -532,6 +542,7 @@ class MeanFlow:
 
     def __post_init__(self) -> None:
         _check_fraction(self.ratio, "ratio (fraction of pairs with s != t)")
+        _check_fraction(self.full_jump, "full_jump (fraction of s != t rows on the whole interval)")
         _check_fraction(self.label_dropout, "label_dropout")
         _check_power(self.weight_power)
         if not self.weight_eps >= 0:
@@ -558,7 +569,8 @@ class MeanFlow:
     def loss(self, model: nn.Module, batch: CoupledBatch, generator: torch.Generator | None) -> LossOutput:
         """Per-example weighted loss (B,), with the unweighted squared error logged as "loss_unweighted"."""
         x1 = batch.x1
-        s, t = sample_interval_times(x1.shape[0], self.ratio, self.time_sampler, generator, x1.device)
+        s, t = sample_interval_times(x1.shape[0], self.ratio, self.time_sampler, generator, x1.device,
+                                     full_jump=self.full_jump)
         s, t = s.to(x1.dtype), t.to(x1.dtype)
         label = batch.label
         if label is not None and self.label_dropout > 0:

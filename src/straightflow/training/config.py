@@ -84,6 +84,7 @@ class MethodConfig:
     label_dropout: float = 0.1  # conditional runs: probability of the null label
     # MeanFlow (ignored by fm)
     ratio: float = 0.5  # fraction of pairs with s != t
+    full_jump: float = 0.0  # fraction of the s != t pairs set to (s, t) = (0, 1), the one-step sampler's jump
     weight_power: float = 0.5  # p in w = 1 / (|delta|^2 + c)^p
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
