@@ -3,8 +3,9 @@
 For each set, one flow-matching and one MeanFlow run with nothing but the data set and the method given
 (the Trainer API with exactly the config the CLI builds from `--data D --method M`), then the project's
 metric, computed as evaluation.evaluate_run does (W2 by exact OT between 4000 samples and the reference
-held-out draw, divided by the noise floor, the W2 of a second held-out draw; and recall, k-NN coverage of the
-reference by the samples, which a collapse onto the data's ridges cannot keep, beside the second draw's):
+held-out draw, divided by the noise floor, evaluation.noise_floor: the mean W2 of four fresh second draws
+against the reference; and recall, k-NN coverage of the reference by the samples, which a collapse onto the
+data's ridges cannot keep, beside a second draw's):
 flow matching with dopri5, MeanFlow at 1 and 2 NFE. Prints one Markdown table with the training time of
 each run (CPU seconds of the process, all its threads, so the OT assignment thread counts; and wall seconds).
 
@@ -59,6 +60,7 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     """Train one run at the defaults (plus overrides) and evaluate it; returns a JSON-able row."""
     import torch
 
+    from straightflow.evaluation import noise_floor
     from straightflow.metrics.coverage import precision_recall
     from straightflow.metrics.distances import wasserstein2
     from straightflow.runs import load_run, sample_run
@@ -79,7 +81,7 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     run = load_run(out, device="cpu")
     data = run.load_data()
     reference, second = data.heldout_pair(n, seed=1)
-    floor = wasserstein2(second, reference)
+    floor = noise_floor(data, n, 1, reference)
     floor_recall = precision_recall(reference, second)[1]
     rows = []
     for solver, steps in SPECS[method]:

@@ -48,10 +48,10 @@ def test_plain_configs_resolve_to_each_methods_defaults_for_vectors_and_images()
             cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": method}), vectors=kind == "vectors")
             want = METHOD_DEFAULTS[(method, kind)]
             got = {"data.coupling": cfg.data.coupling, "model.time_features": cfg.model.time_features,
-                   "train.steps": cfg.train.steps}
+                   "train.steps": cfg.train.steps, "method.tangent_velocity": cfg.method.tangent_velocity}
             assert got == want
     mf = resolve_defaults(apply_overrides(RunConfig(), {"method.name": "meanflow"}))
-    assert mf.data.coupling == "ot" and mf.model.time_features == "raw"
+    assert mf.data.coupling == "ot" and mf.model.time_features == "raw" and mf.method.tangent_velocity == "model"
     assert resolve_defaults(RunConfig(), vectors=False).model.time_features == "fourier"  # images
 
 
@@ -71,9 +71,10 @@ def test_saved_configs_that_predate_a_field_load_with_its_old_value():
     from straightflow.training.config import config_from_saved, config_to_dict
 
     old = config_to_dict(apply_overrides(RunConfig(), {"data.coupling": "independent", "train.steps": 5000}))
-    del old["model"]["time_features"], old["model"]["max_frequency"]
+    del old["model"]["time_features"], old["model"]["max_frequency"], old["method"]["tangent_velocity"]
     cfg = config_from_saved(old)
     assert (cfg.model.time_features, cfg.model.max_frequency) == ("fourier", 10.0)
+    assert cfg.method.tangent_velocity == "conditional"  # MeanFlow runs made before the option resume as made
     new = config_to_dict(apply_overrides(RunConfig(), {"model.time_features": "raw"}))
     assert config_from_saved(new).model.time_features == "raw"
 

@@ -210,6 +210,10 @@ def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None
     me = cfg.method
     if me.name not in METHODS:
         raise ValueError(f"unknown method {me.name!r}; choose from: {', '.join(METHODS)}")
+    if me.tangent_velocity == "auto":  # the Trainer resolves it; a bare config takes the default for its data
+        from straightflow.data.images import is_image_spec
+
+        me = resolve_defaults(cfg, vectors=not is_image_spec(cfg.data.data)).method
     kw = {"sigma_min": me.sigma_min} if me.scheduler == "condot" else {}
     path = AffinePath(get_scheduler(me.scheduler, **kw))
     if me.name == "fm":

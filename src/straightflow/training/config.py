@@ -89,7 +89,8 @@ class MethodConfig:
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
     # the velocity the JVP follows: conditional (the paper's x1 - x0) | model (sg u(x_s, s, s), Improved MeanFlow)
-    tangent_velocity: str = "conditional"
+    # | auto (METHOD_DEFAULTS)
+    tangent_velocity: str = "auto"
     omega: float = 1.0  # guidance folded into training (with a teacher: the teacher's guidance scale)
     kappa: float = 0.0
     teacher: str = ""  # meanflow: a flow-matching run whose velocity replaces the conditional one in the target
@@ -142,13 +143,18 @@ class RunConfig:
 # Vectors: chosen by benchmarks/defaults2d.py over 13 toy sets, each run within 3 CPU minutes on one thread
 # (docs/benchmarks.md). Images: the settings every images preset and doc assumed before.
 METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 15000},
-    ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 8000},
-    ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000},
-    ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000},
+    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 15000,
+                        "method.tangent_velocity": "conditional"},
+    ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 11000,
+                              "method.tangent_velocity": "model"},
+    ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
+                       "method.tangent_velocity": "conditional"},
+    ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
+                             "method.tangent_velocity": "conditional"},
 }
 # The values that mean "the method's default".
-_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0}
+_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0,
+                "method.tangent_velocity": "auto"}
 
 
 def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None,
@@ -286,7 +292,7 @@ def config_from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunCon
 # Fields added after runs were first saved, with the value that runs saved without them were made with: a
 # saved config.json that lacks one is read with this value, not the current default (old checkpoints load).
 _SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_features": "fourier",
-                                 "data.standardize": "off"}
+                                 "data.standardize": "off", "method.tangent_velocity": "conditional"}
 
 
 def config_from_saved(d: dict[str, Any]) -> RunConfig:
