@@ -38,7 +38,7 @@ def add_parser(subs) -> None:
                    + method_defaults_help("data.coupling"))
     p.add_argument("--steps", type=int, help="training steps; " + method_defaults_help("train.steps"))
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW); " + method_defaults_help("optim.lr"))
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", help="fp32 | bf16")

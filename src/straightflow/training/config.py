@@ -84,7 +84,8 @@ class MethodConfig:
     label_dropout: float = 0.1  # conditional runs: probability of the null label
     # MeanFlow (ignored by fm)
     ratio: float = 0.5  # fraction of pairs with s != t
-    full_jump: float = 0.0  # fraction of the s != t pairs set to (s, t) = (0, 1), the one-step sampler's jump
+    # fraction of the s != t pairs set to (s, t) = (0, 1), the one-step sampler's jump; -1 = the method's default
+    full_jump: float = -1.0
     weight_power: float = 0.5  # p in w = 1 / (|delta|^2 + c)^p
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
@@ -98,7 +99,7 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 0.0  # 0 = the method's default (METHOD_DEFAULTS)
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
@@ -144,17 +145,17 @@ class RunConfig:
 # (docs/benchmarks.md). Images: the settings every images preset and doc assumed before.
 METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 15000,
-                        "method.tangent_velocity": "conditional"},
+                        "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
     ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 11000,
-                              "method.tangent_velocity": "model"},
+                              "optim.lr": 2e-3, "method.tangent_velocity": "model", "method.full_jump": 0.25},
     ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
-                       "method.tangent_velocity": "conditional"},
+                       "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
     ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
-                             "method.tangent_velocity": "conditional"},
+                             "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
 }
 # The values that mean "the method's default".
-_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0,
-                "method.tangent_velocity": "auto"}
+_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0, "optim.lr": 0.0,
+                "method.tangent_velocity": "auto", "method.full_jump": -1.0}
 
 
 def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None,
@@ -292,7 +293,8 @@ def config_from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunCon
 # Fields added after runs were first saved, with the value that runs saved without them were made with: a
 # saved config.json that lacks one is read with this value, not the current default (old checkpoints load).
 _SAVED_BEFORE: dict[str, Any] = {"model.max_frequency": 10.0, "model.time_features": "fourier",
-                                 "data.standardize": "off", "method.tangent_velocity": "conditional"}
+                                 "data.standardize": "off", "method.tangent_velocity": "conditional",
+                                 "method.full_jump": 0.0}
 
 
 def config_from_saved(d: dict[str, Any]) -> RunConfig:
@@ -345,7 +347,7 @@ _BOUNDS = (
     ("train.ckpt_every", 1, True, "steps between checkpoints"),
     ("train.num_threads", 0, True, "torch threads; 0 = auto"),
     ("train.sample_every", 0, True, "steps between sample pictures; 0 = off"),
-    ("optim.lr", 0.0, False, "learning rate"),
+    ("optim.lr", 0.0, True, "learning rate; 0 = the method's default"),
     ("optim.warmup_steps", 0, True, "warm-up steps"),
     ("optim.grad_clip", 0.0, True, "max gradient norm; 0 = off"),
     ("optim.weight_decay", 0.0, True, "weight decay"),
