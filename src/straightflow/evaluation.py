@@ -156,7 +156,8 @@ def evaluate_run(
     return report
 
 
-FLOOR_NOTE = ("noise floor (row 'held-out'): the same metric between two independent held-out draws of equal n; "
+FLOOR_NOTE = ("noise floor (row 'held-out'): the same metric between two independent held-out draws of equal n "
+              "(W2: the mean over four second draws where the data draw fresh sets); "
               "a perfect sampler scores about 1x (W2/floor 1.0-1.2 in practice), precision and recall near the "
               "floor's")
 EVAL_COLUMNS = [

@@ -55,7 +55,8 @@ def summary_table(sections: Sequence[RunSection], nfes: Sequence[int]) -> Table:
     columns += [Column(f"nfe{k}", f"NFE {k}", ".2f", suffix="x") for k in sorted(present or set(nfes))]
     rows = [{"run": s.name, **s.summary} for s in sections]
     return Table(columns, rows, "quality at each NFE: W2 (vectors) or feature-FID (images) over its noise floor",
-                 ["floor: the same metric between two independent held-out draws of equal n; a perfect sampler "
+                 ["floor: the same metric between two independent held-out draws of equal n (W2 on toy sets: the mean "
+                  "of four); a perfect sampler "
                   "scores about 1x"])
 
 
