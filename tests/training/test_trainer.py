@@ -80,6 +80,22 @@ def test_nonfinite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path)
     assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
 
 
+def test_an_overflowing_gradient_stops_the_run_although_the_loss_is_finite(tmp_path):
+    # A diverging run (MeanFlow at p = 0 reached loss 1e24 and an infinite gradient norm) must not train on.
+    trainer = Trainer(small_config(), tmp_path, progress=False)
+
+    def huge(loss, model, batch, generator):
+        out = loss(model, batch, generator)
+        if trainer.step >= 25:
+            out.loss = out.loss * 1e30  # finite in float32, but its gradient norm overflows to inf
+        return out
+
+    _wrap_loss(trainer, huge)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss or gradient at step 25"):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / CHECKPOINT)[1]["step"] == 20
+
+
 def test_resume_with_other_model_settings_is_refused(tmp_path):
     Trainer(small_config(**{"train.steps": 20}), tmp_path, progress=False).fit()
     with pytest.raises(ValueError, match="model.width"):

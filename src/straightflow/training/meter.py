@@ -45,8 +45,11 @@ class LossMeter:
         self.started = time.perf_counter()  # host clock at the window's start (steps/s); pauses are added to it
 
     def add(self, step: int, loss: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
-        """Add one step's mean loss (0-dim) and logs, without reading them."""
+        """Add one step's mean loss (0-dim) and logs, without reading them. A non-finite "grad_norm" log counts as
+        a bad step too: a run can diverge with a finite but huge loss whose gradient overflows."""
         bad = ~torch.isfinite(loss)
+        if "grad_norm" in logs:
+            bad = bad | ~torch.isfinite(logs["grad_norm"].to(bad.device))
         self.first_bad = torch.where(bad, torch.clamp(self.first_bad, max=step), self.first_bad)
         self.loss_sum += loss.detach()
         for k, v in logs.items():
@@ -64,7 +67,8 @@ class LossMeter:
         first_bad = int(self.first_bad)
         if first_bad != _NO_BAD:
             raise NonFiniteLossError(
-                f"non-finite loss at step {first_bad}; stopped, the last good checkpoint in {where} is kept"
+                f"non-finite loss or gradient at step {first_bad} (the run diverged); stopped, the last good "
+                f"checkpoint in {where} is kept; try a lower optim.lr, or method.weight_power > 0 for MeanFlow"
             )
         record = {"step": step, "loss": float(self.loss_sum) / self.count, "lr": lr}
         record.update({k: float(v) / self.count for k, v in self.extra_sums.items()})
