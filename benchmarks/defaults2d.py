@@ -81,7 +81,7 @@ def run_one(data_name: str, method: str, overrides: dict[str, str], out: str, n:
     run = load_run(out, device="cpu")
     data = run.load_data()
     reference, second = data.heldout_pair(n, seed=1)
-    floor = noise_floor(data, n, 1, reference)
+    floor = noise_floor(data, n, 1, (reference, second))
     floor_recall = precision_recall(reference, second)[1]
     rows = []
     for solver, steps in SPECS[method]:

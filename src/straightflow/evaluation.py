@@ -67,7 +67,7 @@ class EvalReport:
 FLOOR_DRAWS = 4  # second draws averaged into the W2 floor where the data draw fresh sets (toy sets)
 
 
-def noise_floor(data, n: int, seed: int = 1, reference: Tensor | None = None,
+def noise_floor(data, n: int, seed: int = 1, pair: tuple[Tensor, Tensor] | None = None,
                 draws: int = FLOOR_DRAWS) -> float:
     """W2 against the reference held-out draw of what fresh data score: the score a perfect sampler can expect.
 
@@ -75,11 +75,9 @@ def noise_floor(data, n: int, seed: int = 1, reference: Tensor | None = None,
     `draws` independent second draws. One draw alone is a noisy yardstick: at n = 4000 on 25 tiny clusters,
     W2 between two draws ranged 0.34-0.44 over four seeds, and a lucky-low floor makes every sampler look
     worse (or a high one better) by that much. A data file has only its held-out rows: one second draw, the
-    other half (the two halves are disjoint). `reference` (from ``data.heldout_pair(n, seed)[0]``) saves
-    drawing it again.
+    other half (the two halves are disjoint). `pair`: ``data.heldout_pair(n, seed)`` when already drawn.
     """
-    first_reference, second = data.heldout_pair(n, seed=seed)
-    reference = first_reference if reference is None else reference
+    reference, second = data.heldout_pair(n, seed=seed) if pair is None else pair
     scores = [wasserstein2(second, reference)]
     if data.max_heldout_pair is None:
         for k in range(1, draws):  # heldout_pair(n, s)[1] is heldout(s + 1000): independent of the reference
@@ -132,7 +130,7 @@ def evaluate_run(
     scale = median_distance(reference.reshape(n, -1).double())
     precision, recall = precision_recall(reference.reshape(n, -1), second.reshape(n, -1))
     bent, crossings = _coupling_metrics(run, n, seed)
-    report = EvalReport(str(run.path), n, noise_floor(data, n, heldout_seed, reference), precision, recall,
+    report = EvalReport(str(run.path), n, noise_floor(data, n, heldout_seed, (reference, second)), precision, recall,
                         mmd_rbf(second, reference, scale=scale), bent, note=note)
     report.crossing_rate = crossings
     x0 = run.draw_x0(n, seed)

@@ -211,10 +211,10 @@ def sample_interval_times(
     a = time_sampler.sample(n, generator, device=device, dtype=dtype)
     b = time_sampler.sample(n, generator, device=device, dtype=dtype)
     s, t = torch.minimum(a, b), torch.maximum(a, b)
-    u = rand(n, generator, s.device)
-    keep = u < ratio
+    coin = rand(n, generator, s.device)
+    keep = coin < ratio
     if full_jump > 0:  # the same uniform decides both, so the shares are exact: ratio * full_jump of all rows
-        whole = u < ratio * full_jump
+        whole = coin < ratio * full_jump
         s, t = torch.where(whole, torch.zeros_like(s), s), torch.where(whole, torch.ones_like(t), t)
     return s, torch.where(keep, t, s)
 
