@@ -18,8 +18,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The defaults at a glance: flow matching and MeanFlow on a 2-D toy, then on class-conditional 8x8 digits
+# (each demo trains its two runs side by side, one thread each).
 demo: $(STAMP)
 	$(BIN)/straightflow demo --out runs/demo
+	$(BIN)/straightflow demo digits --out runs/demo-digits
 
 # Best effort: the HTML report's browser test (tests/report/test_report_browser.py) needs Debian's chromium and
 # chromedriver; where apt-get or root is missing, or the mirror is unreachable, that one test skips and says why.

@@ -49,7 +49,9 @@ NUM_CLASSES = 10
 TANGENT_TARGET = 1.6  # MeanFlow tangent step time over the flow-matching step time, on the CPU
 CONDITIONAL = {"data.conditional": True, "method.label_dropout": 0.1, "method.time_sampler": "uniform"}
 NETWORKS = {  # name: (table label, config overrides)
-    "digits-unet": ("digits U-Net (`--data digits`)", {"data.data": "digits", "train.batch_size": 128}),
+    "digits-unet": ("digits U-Net (`--data digits` on an accelerator)",
+                    {"data.data": "digits", "model.channels": 32, "model.channel_mult": "1,2,2",
+                     "train.batch_size": 128}),
     "demo-unet": ("digits demo U-Net", {**DIGITS_COMMON, "train.batch_size": 64}),
     "digits-dit": ("digits DiT (128 wide, 4 deep, patch 2)",
                    {"data.data": "digits", "model.arch": "dit", "model.width": 128, "model.depth": 4,

@@ -41,17 +41,23 @@ def test_every_preset_applies_cleanly():
 
 
 def test_plain_configs_resolve_to_each_methods_defaults_for_vectors_and_images():
-    from straightflow.training.config import METHOD_DEFAULTS, resolve_defaults
+    from straightflow.training.config import _AUTO_VALUES, METHOD_DEFAULTS, resolve_defaults
 
+    devices = {"vectors": "cpu", "images-cpu": "cpu", "images": "cuda"}
     for method in ("fm", "meanflow"):
-        for kind in ("vectors", "images"):
-            cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": method}), vectors=kind == "vectors")
+        for kind, device in devices.items():
+            cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": method}), vectors=kind == "vectors",
+                                   device=device)
             want = METHOD_DEFAULTS[(method, kind)]
             got = {key: getattr(getattr(cfg, key.partition(".")[0]), key.partition(".")[2]) for key in want}
-            assert got == want and len(want) == 6
+            assert got == want and set(want) == set(_AUTO_VALUES)  # every auto field has a value for every kind
     mf = resolve_defaults(apply_overrides(RunConfig(), {"method.name": "meanflow"}))
     assert mf.data.coupling == "ot" and mf.model.time_features == "raw" and mf.method.tangent_velocity == "model"
     assert resolve_defaults(RunConfig(), vectors=False).model.time_features == "fourier"  # images
+    # images are sized for the device: a small U-Net at batch 64 on a CPU, the larger one on an accelerator
+    cpu, gpu = (resolve_defaults(RunConfig(), vectors=False, device=d) for d in ("cpu", "cuda"))
+    assert (cpu.model.channels, cpu.model.channel_mult, cpu.train.batch_size) == (16, "1,2", 64)
+    assert (gpu.model.channels, gpu.model.channel_mult, gpu.train.batch_size) == (32, "1,2,2", 256)
 
 
 def test_values_given_win_over_method_defaults_and_resolving_twice_changes_nothing():
@@ -96,6 +102,10 @@ def test_a_resumed_run_takes_its_auto_fields_from_its_saved_config():
     cfg = resolve_defaults(plain, like=saved)
     assert (cfg.data.coupling, cfg.train.steps, cfg.model.time_features) == ("independent", 5000, "fourier")
     assert resolve_defaults(apply_overrides(plain, {"train.steps": 9000}), like=saved).train.steps == 9000
+    # an image run saved with the U-Net sized before (channels 32 at batch 256) resumes with it on a CPU too
+    old_images = apply_overrides(saved, {"model.channels": 32, "model.channel_mult": "1,2,2", "train.batch_size": 256})
+    cfg = resolve_defaults(plain, vectors=False, like=old_images, device="cpu")
+    assert (cfg.model.channels, cfg.model.channel_mult, cfg.train.batch_size) == (32, "1,2,2", 256)
 
 
 def test_toml_written_by_to_toml_loads_back_to_the_same_config(tmp_path):
@@ -109,7 +119,7 @@ def test_toml_written_by_to_toml_loads_back_to_the_same_config(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("train.steps", -5, "train.steps must be >= 0"),
-    ("train.batch_size", 0, "train.batch_size must be >= 1"),
+    ("train.batch_size", -1, "train.batch_size must be >= 0"),
     ("train.log_every", 0, "train.log_every must be >= 1"),
     ("train.ckpt_every", 0, "train.ckpt_every must be >= 1"),
     ("optim.lr", -1e-3, "optim.lr must be >= 0"),

@@ -170,3 +170,21 @@ def test_conditional_training_with_label_dropout_draws_everything_on_the_trainin
     assert seen == [{device}] * 3
     record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 3 and record["loss"] > 0
+
+
+def test_plain_image_runs_on_a_cpu_get_the_small_unet_at_batch_64_on_one_thread(tmp_path):
+    # The defaults sized for a 2-core CPU (METHOD_DEFAULTS "images-cpu"): a second thread made the digits U-Net
+    # slower, so a plain run takes one; the U-Net built is the one config.json records.
+    before = torch.get_num_threads()
+    try:
+        trainer = Trainer(apply_overrides(RunConfig(), {"data.data": "digits", "train.device": "cpu",
+                                                        "train.steps": 1}), tmp_path, progress=False)
+        cfg = trainer.cfg
+        assert (cfg.model.channels, cfg.model.channel_mult, cfg.train.batch_size) == (16, "1,2", 64)
+        assert torch.get_num_threads() == 1
+        assert trainer.model.stem.out_channels == 16
+        trainer.fit()
+        saved = json.loads((tmp_path / "config.json").read_text())
+        assert saved["model"]["channels"] == 16 and saved["train"]["batch_size"] == 64
+    finally:
+        torch.set_num_threads(before)

@@ -210,8 +210,8 @@ def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None
     me = cfg.method
     if me.name not in METHODS:
         raise ValueError(f"unknown method {me.name!r}; choose from: {', '.join(METHODS)}")
-    if me.tangent_velocity == "auto" or me.full_jump < 0:  # the Trainer resolves them; a bare config takes
-        # the default for its kind of data
+    if me.tangent_velocity == "auto" or min(me.full_jump, me.ratio, me.weight_power) < 0:  # the Trainer resolves
+        # them; a bare config takes the default for its kind of data
         from straightflow.data.images import is_image_spec
 
         me = resolve_defaults(cfg, vectors=not is_image_spec(cfg.data.data)).method

@@ -22,7 +22,8 @@ else:  # pragma: no cover
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "TrainConfig", "RunConfig",
     "PRESETS", "METHOD_DEFAULTS", "apply_overrides", "load_toml", "config_from_dict", "config_from_saved",
-    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml", "check_config",
+    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml", "check_config", "run_kind",
+    "device_type", "KINDS",
 ]
 
 METHODS = ("fm", "meanflow")
@@ -62,8 +63,9 @@ class ModelConfig:
     max_frequency: float = 10.0  # mlp: largest angular frequency of the Fourier time features (smallest 1)
     time_inputs: str = "s,t-s"  # what a two-time (MeanFlow) network sees of (s, t)
     # U-Net (models/unet.py)
-    channels: int = 32  # base channels of the first level
-    channel_mult: str = "1,2,2"  # channels per level, as multiples of `channels` (one downsampling per extra level)
+    channels: int = 0  # base channels of the first level; 0 = auto (METHOD_DEFAULTS: by device)
+    # channels per level, as multiples of `channels` (one downsampling per extra level); auto = by device
+    channel_mult: str = "auto"
     num_res_blocks: int = 1  # residual blocks per level
     attn_resolutions: str = ""  # side lengths with self-attention, e.g. "16" or "8,4" (the middle always has it)
     dropout: float = 0.0  # unet and dit
@@ -83,10 +85,10 @@ class MethodConfig:
     grid_steps: int = 1  # grid: t uniform on {0, 1/k, ..., (k-1)/k}, k = grid_steps
     label_dropout: float = 0.1  # conditional runs: probability of the null label
     # MeanFlow (ignored by fm)
-    ratio: float = 0.5  # fraction of pairs with s != t
+    ratio: float = -1.0  # fraction of pairs with s != t; -1 = the method's default (METHOD_DEFAULTS)
     # fraction of the s != t pairs set to (s, t) = (0, 1), the one-step sampler's jump; -1 = the method's default
     full_jump: float = -1.0
-    weight_power: float = 0.5  # p in w = 1 / (|delta|^2 + c)^p
+    weight_power: float = -1.0  # p in w = 1 / (|delta|^2 + c)^p; -1 = the method's default
     weight_eps: float = 1e-3  # c
     jvp: str = "tangent"  # tangent | func | func_nograd | finite_difference
     # the velocity the JVP follows: conditional (the paper's x1 - x0) | model (sg u(x_s, s, s), Improved MeanFlow)
@@ -112,7 +114,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 0  # training steps; 0 = the method's default (METHOD_DEFAULTS)
-    batch_size: int = 256
+    batch_size: int = 0  # examples per step; 0 = auto (METHOD_DEFAULTS: 256, or 64 for images on a CPU)
     seed: int = 0
     log_every: int = 100
     ckpt_every: int = 1000
@@ -120,7 +122,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the network
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
-    num_threads: int = 0  # torch intra-op threads; 0 = auto: 1 for vector data, torch's default for images
+    # torch intra-op threads; 0 = auto: 1 on a CPU for vectors and for images of at most 16x16 pixels, torch's
+    # default otherwise
+    num_threads: int = 0
     init_from: str = ""  # run folder whose EMA weights start model and EMA (reflow, distillation); not on resume
     # where records go besides RUN/metrics.jsonl (always written): "jsonl", "tensorboard", "wandb", or several
     # joined by commas (training/loggers.py)
@@ -137,42 +141,77 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# Defaults that depend on the method and on the kind of data, kept in this one table. Their fields default to
-# "auto" (data.coupling, model.time_features) or 0 (train.steps); resolve_defaults fills them in when a run
-# starts (the Trainer calls it), and config.json records the values used. A value given anywhere (preset,
-# TOML, flag, --set) wins.
+# Defaults that depend on the method and on the kind of run, kept in this one table. Their fields default to
+# "auto" or 0 (see _AUTO_VALUES); resolve_defaults fills them in when a run starts (the Trainer calls it), and
+# config.json records the values used. A value given anywhere (preset, TOML, flag, --set) wins.
+# The kinds of run: "vectors"; "images-cpu" (images trained on a CPU); "images" (on an accelerator).
 # Vectors: chosen by benchmarks/defaults2d.py over 13 toy sets, each run within 3 CPU minutes on one thread
-# (docs/benchmarks.md). Images: the settings every images preset and doc assumed before.
+# (docs/benchmarks.md). Images on a CPU: sized so that `train --data digits [--conditional]` reaches its quality
+# target within 10 minutes on 2 cores, one thread, beside another process too (benchmarks/digits.py,
+# docs/images.md): a 0.19M U-Net at batch 64. Images on an accelerator: the U-Net every image preset started from.
+_VECTORS = {"model.channels": 32, "model.channel_mult": "1,2,2", "train.batch_size": 256,  # (no U-Net)
+            "method.ratio": 0.5, "method.weight_power": 0.5}
+_IMAGES_CPU = {"data.coupling": "independent", "model.time_features": "fourier", "model.channels": 16,
+               "model.channel_mult": "1,2", "train.batch_size": 64, "optim.lr": 2e-3, "method.ratio": 0.5,
+               "method.weight_power": 1.0}
+_IMAGES = {"data.coupling": "independent", "model.time_features": "fourier", "model.channels": 32,
+           "model.channel_mult": "1,2,2", "train.batch_size": 256, "train.steps": 5000, "optim.lr": 1e-3,
+           "method.ratio": 0.5, "method.weight_power": 1.0}
 METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("fm", "vectors"): {"data.coupling": "independent", "model.time_features": "raw", "train.steps": 25000,
-                        "optim.lr": 2e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
-    ("meanflow", "vectors"): {"data.coupling": "ot", "model.time_features": "raw", "train.steps": 11000,
+    ("fm", "vectors"): {**_VECTORS, "data.coupling": "independent", "model.time_features": "raw",
+                        "train.steps": 25000, "optim.lr": 2e-3, "method.tangent_velocity": "conditional",
+                        "method.full_jump": 0.0},
+    ("meanflow", "vectors"): {**_VECTORS, "data.coupling": "ot", "model.time_features": "raw", "train.steps": 11000,
                               "optim.lr": 2e-3, "method.tangent_velocity": "model", "method.full_jump": 0.25},
-    ("fm", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
-                       "optim.lr": 1e-3, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
-    ("meanflow", "images"): {"data.coupling": "independent", "model.time_features": "fourier", "train.steps": 5000,
-                             "optim.lr": 1e-3, "method.tangent_velocity": "model", "method.full_jump": 0.0},
+    ("fm", "images-cpu"): {**_IMAGES_CPU, "train.steps": 6000, "method.tangent_velocity": "conditional",
+                           "method.full_jump": 0.0},
+    ("meanflow", "images-cpu"): {**_IMAGES_CPU, "train.steps": 6000, "method.tangent_velocity": "model",
+                                 "method.full_jump": 0.0},
+    ("fm", "images"): {**_IMAGES, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
+    ("meanflow", "images"): {**_IMAGES, "method.tangent_velocity": "model", "method.full_jump": 0.0},
 }
+KINDS = ("vectors", "images-cpu", "images")
 # The values that mean "the method's default".
-_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "train.steps": 0, "optim.lr": 0.0,
-                "method.tangent_velocity": "auto", "method.full_jump": -1.0}
+_AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "model.channels": 0,
+                "model.channel_mult": "auto", "train.batch_size": 0, "train.steps": 0, "optim.lr": 0.0,
+                "method.tangent_velocity": "auto", "method.full_jump": -1.0, "method.ratio": -1.0,
+                "method.weight_power": -1.0}
+
+
+def run_kind(vectors: bool, device: str) -> str:
+    """The METHOD_DEFAULTS kind of a run: "vectors", or images on a CPU ("images-cpu") or an accelerator."""
+    if vectors:
+        return "vectors"
+    return "images-cpu" if device == "cpu" else "images"
+
+
+def device_type(spec: str) -> str:
+    """"cpu", "cuda", "mps", ... for a train.device setting ("auto": the device pick_device would choose)."""
+    if spec != "auto":
+        return spec.partition(":")[0]
+    from straightflow.training.device import pick_device  # torch loads only when it is needed
+
+    return pick_device("auto").type
 
 
 def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | None = None,
-                     tensor_condition: bool = False) -> RunConfig:
-    """cfg with every field still at "auto" (data.coupling, model.time_features) or 0 (train.steps) set from
-    METHOD_DEFAULTS for its method and kind of data (vectors, or images); fields given a value are kept. Fixed
+                     tensor_condition: bool = False, device: str | None = None) -> RunConfig:
+    """cfg with every field still at its auto value (_AUTO_VALUES) set from METHOD_DEFAULTS for its method and
+    kind of run (vectors; images on the device of type `device`, default: the one train.device picks);
+    fields given a value are kept. Fixed
     pairs (data.pairs, reflow and distillation) are already coupled, and minibatch OT would break a tensor
     condition (paths.coupling.within_classes), so their auto coupling is "independent".
     `like` (a resumed run's saved config) supplies the auto fields instead, so that a run made under older
     defaults resumes with the values it was made with."""
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose from: {', '.join(METHODS)}")
-    table = METHOD_DEFAULTS[(cfg.method.name, "vectors" if vectors else "images")]
+    kind = run_kind(vectors, "cpu" if vectors else (device or device_type(cfg.train.device)))
+    table = METHOD_DEFAULTS[(cfg.method.name, kind)]
     if cfg.data.pairs or tensor_condition:  # pairs are coupled already; OT cannot respect a tensor condition
         table = {**table, "data.coupling": "independent"}
-    if like is not None:
-        table = {key: getattr(getattr(like, key.partition(".")[0]), key.partition(".")[2]) for key in _AUTO_VALUES}
+    if like is not None:  # (a saved config holds resolved values; one still at auto takes today's default)
+        saved = {key: getattr(getattr(like, key.partition(".")[0]), key.partition(".")[2]) for key in _AUTO_VALUES}
+        table = {key: table[key] if value == _AUTO_VALUES[key] else value for key, value in saved.items()}
     changes = {}
     for key, auto in _AUTO_VALUES.items():
         section, _, name = key.partition(".")
@@ -182,7 +221,7 @@ def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | Non
 
 
 def method_defaults_help(key: str) -> str:
-    """'ot for meanflow on vectors, independent otherwise'-style text for --help, from METHOD_DEFAULTS."""
+    """'ot (meanflow, vectors), independent (fm, vectors), ...'-style text for --help, from METHOD_DEFAULTS."""
     parts = [f"{v[key]} ({method}, {kind})" for (method, kind), v in METHOD_DEFAULTS.items()]
     return "default by method and data: " + ", ".join(parts)
 
@@ -342,7 +381,7 @@ def to_toml(cfg: RunConfig) -> str:
 # (field, lowest allowed value, whether the bound itself is allowed, what the value means)
 _BOUNDS = (
     ("train.steps", 0, True, "training steps; 0 = the method's default"),
-    ("train.batch_size", 1, True, "examples per step"),
+    ("train.batch_size", 0, True, "examples per step; 0 = the default for the run's kind"),
     ("train.log_every", 1, True, "steps between log lines"),
     ("train.ckpt_every", 1, True, "steps between checkpoints"),
     ("train.num_threads", 0, True, "torch threads; 0 = auto"),

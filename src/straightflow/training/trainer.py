@@ -138,18 +138,20 @@ class Trainer:
             saved_meta = read_meta(self.out / CHECKPOINT)
             saved = config_from_saved(saved_meta["config"])
         self.condition = condition_of(self.data)  # class labels, a tensor condition, or None
-        cfg = self.cfg = resolve_defaults(cfg, vectors=len(getattr(self.data, "shape", ())) <= 1, like=saved,
+        self.device = pick_device(cfg.train.device)
+        shape = tuple(getattr(self.data, "shape", ()))
+        cfg = self.cfg = resolve_defaults(cfg, vectors=len(shape) <= 1, like=saved, device=self.device.type,
                                           tensor_condition=isinstance(self.condition, TensorCondition))
         std = resolve_mode(cfg.data.standardize, self.data, saved.data.standardize if saved else None)
         cfg = self.cfg = replace(cfg, data=replace(cfg.data, standardize=std))  # config.json records on / off
         threads = cfg.train.num_threads
-        if threads == 0 and len(getattr(self.data, "shape", ())) <= 1:
-            # A small MLP gains little from a second thread, and OpenMP threads that spin-wait collapse (100x
-            # slower, measured) when another process shares the cores.
+        if threads == 0 and self.device.type == "cpu" and (len(shape) <= 1 or max(shape[1:]) <= 16):
+            # A small MLP or U-Net gains little from a second thread (the 8x8 digits U-Net ran 1.7x slower on
+            # two), and OpenMP threads that spin-wait collapse (100x slower, measured) when another process
+            # shares the cores.
             threads = 1
         if threads > 0:
             torch.set_num_threads(threads)
-        self.device = pick_device(cfg.train.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
