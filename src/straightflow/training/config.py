@@ -152,11 +152,11 @@ class RunConfig:
 _VECTORS = {"model.channels": 32, "model.channel_mult": "1,2,2", "train.batch_size": 256,  # (no U-Net)
             "method.ratio": 0.5, "method.weight_power": 0.5}
 _IMAGES_CPU = {"data.coupling": "independent", "model.time_features": "fourier", "model.channels": 16,
-               "model.channel_mult": "1,2", "train.batch_size": 64, "optim.lr": 2e-3, "method.ratio": 0.5,
+               "model.channel_mult": "1,2", "train.batch_size": 64, "optim.lr": 2e-3, "method.ratio": 0.25,
                "method.weight_power": 1.0}
 _IMAGES = {"data.coupling": "independent", "model.time_features": "fourier", "model.channels": 32,
            "model.channel_mult": "1,2,2", "train.batch_size": 256, "train.steps": 5000, "optim.lr": 1e-3,
-           "method.ratio": 0.5, "method.weight_power": 1.0}
+           "method.ratio": 0.25, "method.weight_power": 1.0}
 METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("fm", "vectors"): {**_VECTORS, "data.coupling": "independent", "model.time_features": "raw",
                         "train.steps": 25000, "optim.lr": 2e-3, "method.tangent_velocity": "conditional",
