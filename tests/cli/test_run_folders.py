@@ -69,8 +69,8 @@ def test_reflow_guidance_on_a_run_without_classes_is_an_error(run_dir, tmp_path,
 @pytest.mark.parametrize("command", ["reflow", "distill"])
 def test_bad_training_settings_of_reflow_and_distill_fail_before_the_pairs(run_dir, tmp_path, capsys, command):
     err = _one_line_error(capsys, [command, str(run_dir), "--pairs", "20", "--out", str(tmp_path / "r"), *TINY,
-                                   "--set", "train.batch_size=0"])
-    assert "train.batch_size must be >= 1" in err and not (tmp_path / "r").exists()
+                                   "--set", "train.batch_size=-1"])
+    assert "train.batch_size must be >= 0" in err and not (tmp_path / "r").exists()
 
 
 def test_sample_out_must_name_the_npy_file_it_writes(run_dir, tmp_path, capsys):
