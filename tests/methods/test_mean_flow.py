@@ -463,6 +463,57 @@ def test_teacher_marginal_velocity_makes_the_exact_u_target_error_vanish_where_c
     assert conditional.mean() > 1e-2
 
 
+@pytest.mark.parametrize("jvp", ["tangent", "finite_difference"])
+def test_lagrangian_teacher_target_is_the_exact_u_at_the_teachers_flow_map_and_not_elsewhere(jvp):
+    # The jump X = x_s + (t - s) u follows the teacher's flow iff u + (t - s) d/dt u = v_T(X, t): at the exact
+    # average velocity of the teacher's flow the Lagrangian target equals u row by row (up to the central
+    # difference's O(e^2) in t); a u off by a constant misses it by about that constant.
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(256, 2, generator=g, dtype=F64)
+    x1 = MU + SIG * torch.randn(256, 2, generator=g, dtype=F64)
+    batch = CoupledBatch(x0, x1, None)
+    teacher = (lambda x, t, label=None: v_exact(x, t))
+
+    class Exact(nn.Module):  # the tangent pass along (0, 0, 1) by torch.func, as a network's own would give it
+        def __init__(self, shift=0.0):
+            super().__init__()
+            self.shift = shift
+
+        def forward(self, x, s, t, label=None):
+            return u_exact(x, s, t) + self.shift
+
+        def forward_with_tangent(self, x, s, t, label, dx, ds, dt):
+            return torch.func.jvp(lambda a, b, c: self(a, b, c), (x, s, t), (dx, ds, dt))
+
+    method = MeanFlow(PATH, UniformTime(), weight_power=0.0, jvp=jvp, ratio=1.0, teacher=teacher,
+                      teacher_target="lagrangian")
+    exact = method.loss(Exact(), batch, torch.Generator().manual_seed(3)).loss
+    shifted = method.loss(Exact(0.1), batch, torch.Generator().manual_seed(3)).loss
+    assert exact.max() < 1e-10
+    assert shifted.mean() > 1e-3
+    with pytest.raises(ValueError, match="unknown teacher target 'euler'; choose from: eulerian, lagrangian"):
+        MeanFlow(PATH, UniformTime(), teacher=teacher, teacher_target="euler")
+
+
+def test_time_derivative_by_the_networks_tangent_pass_matches_a_central_difference_in_t():
+    from straightflow.methods.mean_flow import average_velocity_dt
+    from straightflow.models.unet import UNet
+
+    torch.manual_seed(0)
+    nets = [(_mlp(seed=1), torch.randn(8, 2, dtype=F64), None),
+            (UNet((1, 8, 8), channels=8, channel_mult=(1, 2), n_times=2, num_classes=3).double(),
+             torch.randn(8, 1, 8, 8, dtype=F64), torch.randint(0, 3, (8,)))]
+    for net, x, label in nets:
+        for p in net.parameters():  # (the U-Net's output layer starts at zero)
+            p.data.normal_(0, 0.3)
+        s = 0.5 * torch.rand(8, dtype=F64)
+        t = s + 0.3
+        _, exact = average_velocity_dt(net, x, s, t, label, "tangent")
+        _, central = average_velocity_dt(net, x, s, t, label, "finite_difference", 1e-4)
+        assert (exact - central).abs().max() < 1e-6 * exact.abs().max() + 1e-5
+        assert exact.abs().max() > 0.1
+
+
 def test_teacher_guidance_is_classifier_free_guidance_of_the_teacher():
     from straightflow.methods.mean_flow import teacher_velocity
 

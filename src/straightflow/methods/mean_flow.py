@@ -88,6 +88,17 @@ which is exactly the identity with the marginal v (no conditional-expectation ar
 target no longer varies with the unseen (x0, x1) given x_s: its variance falls to zero, up to the teacher's
 error. A conditional teacher can be guided, v_T = v_T(x | null) + omega (v_T(x | c) - v_T(x | null)) on
 labelled rows (classifier-free guidance distilled into one step; kappa must then be 0).
+
+That is the Eulerian form of the teacher's target (``teacher_target = "eulerian"``): it differentiates u along
+the teacher's flow at the jump's start. The Lagrangian form (``"lagrangian"``; Boffi et al. 2025, "How to
+build a consistency model", their LMD) differentiates the student's own jump at its end instead. The jump
+X(x_s, s, t) = x_s + (t - s) u(x_s, s, t) follows the teacher's flow iff d/dt X = v_T(X, t), that is
+u + (t - s) d/dt u = v_T(X, t), so
+
+    u_tgt = sg(v_T(X, t) - (t - s) d/dt u(x_s, s, t)),   X = sg(x_s + (t - s) u(x_s, s, t)),
+
+whose fixed point is again the teacher's exact average velocity; d/dt u is the JVP along (0, 0, 1) (the
+network's tangent pass, else a central difference in t), and the teacher runs at the jump's end.
 """
 
 from __future__ import annotations
@@ -112,6 +123,8 @@ from straightflow.types import AverageVelocityField, broadcast_time
 __all__ = [
     "JVP_MODES",
     "TANGENT_VELOCITIES",
+    "TEACHER_TARGETS",
+    "average_velocity_dt",
     "sample_interval_times",
     "adaptive_weight",
     "has_tangent_pass",
@@ -131,6 +144,7 @@ __all__ = [
 
 JVP_MODES = ("tangent", "func", "func_nograd", "finite_difference")
 TANGENT_VELOCITIES = ("conditional", "model")
+TEACHER_TARGETS = ("eulerian", "lagrangian")
 DEFAULT_FD_EPS = 1e-3
 
 
@@ -153,6 +167,11 @@ def _check_mode(mode: str) -> None:
 def _check_tangent_velocity(name: str) -> None:
     if name not in TANGENT_VELOCITIES:
         raise ValueError(f"unknown tangent velocity {name!r}; choose from: {', '.join(TANGENT_VELOCITIES)}")
+
+
+def _check_teacher_target(name: str) -> None:
+    if name not in TEACHER_TARGETS:
+        raise ValueError(f"unknown teacher target {name!r}; choose from: {', '.join(TEACHER_TARGETS)}")
 
 
 def _check_order(s: Tensor, t: Tensor) -> None:
@@ -269,6 +288,13 @@ def jvp_tangent(
     (DistributedDataParallel all-reduces the gradients only for calls through its forward); otherwise
     ``forward_with_tangent`` is called on the network.
     """
+    return _tangent_pass(model, x, s, t, label, (v, torch.ones_like(s), torch.zeros_like(t)))
+
+
+def _tangent_pass(
+    model: Callable, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None, tangent: tuple[Tensor, Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """(u(x, s, t), J_u . (dx, ds, dt) detached) by the network's own tangent pass; tangent = (dx, ds, dt)."""
     inner = _inner_module(model)
     fwt = getattr(inner, "forward_with_tangent", None)
     if fwt is None:
@@ -276,12 +302,33 @@ def jvp_tangent(
             f"jvp='tangent' needs a model with forward_with_tangent, and {type(inner).__name__} has none; "
             "use jvp='func', 'func_nograd' or 'finite_difference'"
         )
-    tangent = (v, torch.ones_like(s), torch.zeros_like(t))
     if _forward_takes_tangent(type(inner)):
         u, du = model(x, s, t, label=label, tangent=tangent)
     else:
         u, du = fwt(x, s, t, label, *tangent)
     return u, du.detach()
+
+
+def average_velocity_dt(
+    model: Callable, x: Tensor, s: Tensor, t: Tensor, label: Tensor | None = None, mode: str = "tangent",
+    fd_eps: float = DEFAULT_FD_EPS,
+) -> tuple[Tensor, Tensor]:
+    """(u_theta(x, s, t) with gradients, d/dt u = J_u . (0, 0, 1) detached), each (B, *D).
+
+    By the network's tangent pass when it has one and `mode` is "tangent"; otherwise by the central difference
+    (u(x, s, t + e) - u(x, s, t - e)) / (2 e) under no_grad (same RNG state for both) plus a forward with
+    gradients, which any network allows.
+    """
+    _check_mode(mode)
+    if mode == "tangent" and has_tangent_pass(model):
+        return _tangent_pass(model, x, s, t, label, (torch.zeros_like(x), torch.zeros_like(s), torch.ones_like(t)))
+    u_fn = _as_u_fn(model, label)
+    with torch.no_grad():
+        with _same_rng(x.device):
+            up = u_fn(x, s, t + fd_eps)
+        with _same_rng(x.device):
+            um = u_fn(x, s, t - fd_eps)
+    return u_fn(x, s, t), ((up - um) / (2 * fd_eps)).detach()
 
 
 def jvp_func(u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -480,10 +527,18 @@ def _loss(
     model: Callable, path: AffinePath, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
     weight_power: float, weight_eps: float, jvp: str, omega: float, kappa: float, num_classes: int | Condition,
     fd_eps: float, teacher: Callable | None = None, tangent_velocity: str = "conditional",
+    teacher_target: str = "eulerian",
 ) -> tuple[Tensor, Tensor]:
     # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
     sample = path.sample(x0, x1, s)
     tangent = None
+    if teacher is not None and teacher_target == "lagrangian":  # the teacher at the end of the student's jump
+        u, du_dt = average_velocity_dt(model, sample.x_t, s, t, label, jvp, fd_eps)
+        h = broadcast_time(t - s, u)
+        end = (sample.x_t + h * u).detach()
+        target = (teacher_velocity(teacher, end, t, label, num_classes, omega) - h * du_dt).detach()
+        err = (u - target).square().flatten(1).mean(1)
+        return adaptive_weight(err, weight_power, weight_eps) * err, err
     if teacher is not None:  # the teacher's velocity is already marginal: it is its own tangent
         v = teacher_velocity(teacher, sample.x_t, s, label, num_classes, omega)
     else:
@@ -522,7 +577,8 @@ class MeanFlow:
     jvp: one of JVP_MODES; tangent_velocity: "conditional" (the paper) or "model" (Improved MeanFlow);
     omega, kappa: guidance folded into training (conditional models only);
     teacher: a frozen velocity network v_T(x, t, label=...) whose marginal velocity replaces the conditional
-    one in the target (omega then guides the teacher).
+    one in the target (omega then guides the teacher); teacher_target: "eulerian" (the MeanFlow identity with
+    v_T) or "lagrangian" (v_T at the jump's end; see the module docstring).
     """
 
     path: AffinePath
@@ -539,6 +595,7 @@ class MeanFlow:
     fd_eps: float = DEFAULT_FD_EPS
     tangent_velocity: str = "conditional"
     teacher: nn.Module | None = field(default=None, compare=False, repr=False)  # frozen velocity network
+    teacher_target: str = "eulerian"
 
     def __post_init__(self) -> None:
         _check_fraction(self.ratio, "ratio (fraction of pairs with s != t)")
@@ -549,6 +606,7 @@ class MeanFlow:
             raise ValueError(f"weight eps c must be >= 0, got {self.weight_eps}")
         _check_mode(self.jvp)
         _check_tangent_velocity(self.tangent_velocity)
+        _check_teacher_target(self.teacher_target)
         if not self.fd_eps > 0:
             raise ValueError(f"finite-difference step must be > 0, got {self.fd_eps}")
         guided = self.omega != 1.0 or self.kappa != 0.0
@@ -578,5 +636,6 @@ class MeanFlow:
         loss, err = _loss(
             model, self.path, batch.x0, x1, s, t, label, self.weight_power, self.weight_eps, self.jvp,
             self.omega, self.kappa, self.num_classes, self.fd_eps, self.teacher, self.tangent_velocity,
+            self.teacher_target,
         )
         return LossOutput(loss, {"loss_unweighted": err.detach()})

@@ -226,5 +226,5 @@ def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None
         label_dropout=me.label_dropout if num_classes else 0.0, ratio=me.ratio,
         full_jump=me.full_jump, weight_power=me.weight_power, weight_eps=me.weight_eps, jvp=me.jvp,
         omega=me.omega, kappa=me.kappa,
-        tangent_velocity=me.tangent_velocity, teacher=teacher,
+        tangent_velocity=me.tangent_velocity, teacher=teacher, teacher_target=me.teacher_target,
     )

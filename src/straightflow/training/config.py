@@ -97,6 +97,9 @@ class MethodConfig:
     omega: float = 1.0  # guidance folded into training (with a teacher: the teacher's guidance scale)
     kappa: float = 0.0
     teacher: str = ""  # meanflow: a flow-matching run whose velocity replaces the conditional one in the target
+    # with a teacher: eulerian (the MeanFlow identity with the teacher's velocity) | lagrangian (the teacher at
+    # the end of the student's jump; docs/meanflow.md)
+    teacher_target: str = "eulerian"
 
 
 @dataclass(frozen=True)
