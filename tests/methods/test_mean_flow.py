@@ -472,7 +472,9 @@ def test_lagrangian_teacher_target_is_the_exact_u_at_the_teachers_flow_map_and_n
     x0 = torch.randn(256, 2, generator=g, dtype=F64)
     x1 = MU + SIG * torch.randn(256, 2, generator=g, dtype=F64)
     batch = CoupledBatch(x0, x1, None)
-    teacher = (lambda x, t, label=None: v_exact(x, t))
+
+    def teacher(x, t, label=None):
+        return v_exact(x, t)
 
     class Exact(nn.Module):  # the tangent pass along (0, 0, 1) by torch.func, as a network's own would give it
         def __init__(self, shift=0.0):
