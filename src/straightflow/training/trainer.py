@@ -147,8 +147,8 @@ class Trainer:
         threads = cfg.train.num_threads
         if threads == 0 and self.device.type == "cpu" and (len(shape) <= 1 or max(shape[1:]) <= 16):
             # A small MLP or U-Net gains little from a second thread (the 8x8 digits U-Net ran 1.7x slower on
-            # two), and OpenMP threads that spin-wait collapse (100x slower, measured) when another process
-            # shares the cores.
+            # two with passive waiting, benchmarks/shared_cores.py), and OpenMP threads that spin-wait collapse
+            # (100x slower, measured) when another process shares the cores.
             threads = 1
         if threads > 0:
             torch.set_num_threads(threads)
