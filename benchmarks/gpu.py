@@ -14,8 +14,9 @@
    ratio x FM (same network, same mode), images/s, and peak GiB (torch.cuda.max_memory_allocated over the
    timed steps, reset per row). Targets printed beside the rows: MeanFlow tangent <= 1.5x FM time and
    <= 1.3x FM peak memory.
-2. Small-model speed ("small"). The digits U-Net of `--data digits` (RunConfig defaults: 1.14M parameters,
-   batch 256) and the digits demo's (0.18M, batch 64, class-conditional): flow matching and MeanFlow
+2. Small-model speed ("small"). The digits U-Net of `--data digits` on an accelerator (METHOD_DEFAULTS
+   "images": 1.14M parameters, batch 256) and on a CPU (the digits demo's: 0.19M, batch 64,
+   class-conditional), each named in full so both devices train the same network: flow matching and MeanFlow
    (tangent) steps/s through the real Trainer (Trainer(cfg, out).fit(max_steps=...)), on CUDA and on the CPU
    (torch's default thread count) in the same run, against the target CUDA >= 5x CPU; then
    train.compile=true on CUDA when the budget allows.

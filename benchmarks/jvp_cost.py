@@ -41,7 +41,7 @@ import time
 import torch
 from gpu_check.step_cost import MODES, method_overrides, prepare_step, time_steps
 
-from straightflow.cli.demo_digits import DIGITS_COMMON
+from straightflow.cli.demo_digits import CPU_UNET, DIGITS_COMMON
 from straightflow.training.config import RunConfig, apply_overrides
 
 CPU = torch.device("cpu")
@@ -52,7 +52,7 @@ NETWORKS = {  # name: (table label, config overrides)
     "digits-unet": ("digits U-Net (`--data digits` on an accelerator)",
                     {"data.data": "digits", "model.channels": 32, "model.channel_mult": "1,2,2",
                      "train.batch_size": 128}),
-    "demo-unet": ("digits demo U-Net", {**DIGITS_COMMON, "train.batch_size": 64}),
+    "demo-unet": ("digits U-Net on a CPU (the demo's)", {**DIGITS_COMMON, **CPU_UNET}),
     "digits-dit": ("digits DiT (128 wide, 4 deep, patch 2)",
                    {"data.data": "digits", "model.arch": "dit", "model.width": 128, "model.depth": 4,
                     "model.heads": 4, "model.patch_size": 2, "train.batch_size": 128}),

@@ -84,7 +84,7 @@ def render_small(ctx: Ctx) -> list[str]:
            f"target >= {SPEED_TARGET:g}x |", "|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
-        name = ("`--data digits` defaults" if r["model"] == "default" else "digits demo") + \
+        name = ("`--data digits` on an accelerator" if r["model"] == "default" else "`--data digits` on a CPU") + \
             (f" ({r['params'] / 1e6:.2f}M, batch {r['batch_size']})" if "params" in r else "")
         method = "flow matching" if r["method"] == "fm" else "MeanFlow tangent"
         cells = []

@@ -14,14 +14,14 @@ SPEED_TARGET = 5.0  # CUDA steps/s over CPU steps/s
 
 
 def small_overrides(key: str, args) -> dict:
-    """The config of a digits network: "default" (`--data digits` on an accelerator: METHOD_DEFAULTS "images",
-    named here so that the CPU row trains the same network) or "demo" (the digits demo's, the CPU default)."""
-    from straightflow.cli.demo_digits import DIGITS_COMMON
+    """The config of a digits network, named in full so that the CUDA and CPU rows train the same one:
+    "default" (`--data digits` on an accelerator: METHOD_DEFAULTS "images") or "demo" (`--data digits
+    --conditional` on a CPU: METHOD_DEFAULTS "images-cpu", the digits demo's on a CPU)."""
+    from straightflow.cli.demo_digits import CPU_UNET, DIGITS_COMMON
     from straightflow.training.config import METHOD_DEFAULTS
 
-    sized = {k: v for k, v in METHOD_DEFAULTS[("fm", "images")].items()
-             if k in ("model.channels", "model.channel_mult", "train.batch_size")}
-    base = {"data.data": "digits", **sized} if key == "default" else dict(DIGITS_COMMON)
+    sized = {k: v for k, v in METHOD_DEFAULTS[("fm", "images")].items() if k in CPU_UNET}
+    base = {"data.data": "digits", **sized} if key == "default" else {**DIGITS_COMMON, **CPU_UNET}
     if args.dry_run:
         base["train.batch_size"] = 16
     return base

@@ -1,4 +1,4 @@
-"""`straightflow demo`: the main job on built-in data, in a few CPU minutes, with pictures and a table.
+"""`straightflow demo`: the main job at the defaults on built-in data, with pictures and a table.
 
 Trains flow matching and MeanFlow on a 2-D toy set exactly as `straightflow train --method M --data D` would
 (the library's defaults, training.config.METHOD_DEFAULTS), side by side on one thread each; evaluates each at
