@@ -201,9 +201,9 @@ def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | Non
                      tensor_condition: bool = False, device: str | None = None) -> RunConfig:
     """cfg with every field still at its auto value (_AUTO_VALUES) set from METHOD_DEFAULTS for its method and
     kind of run (vectors; images on the device of type `device`, default: the one train.device picks);
-    fields given a value are kept. Fixed
-    pairs (data.pairs, reflow and distillation) are already coupled, and minibatch OT would break a tensor
-    condition (paths.coupling.within_classes), so their auto coupling is "independent".
+    fields given a value are kept. Fixed pairs (data.pairs, reflow and distillation) are already coupled, and
+    minibatch OT would break a tensor condition (paths.coupling.within_classes), so their auto coupling is
+    "independent".
     `like` (a resumed run's saved config) supplies the auto fields instead, so that a run made under older
     defaults resumes with the values it was made with."""
     if cfg.method.name not in METHODS:
