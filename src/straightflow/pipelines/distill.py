@@ -70,14 +70,14 @@ def distill_meanflow(
         raise ValueError(f"--guidance {guidance:g} needs a conditional teacher; {run_dir} is unconditional (use 1)")
     sampler = "uniform" if parent.method.time_sampler == "grid" else parent.method.time_sampler
     teacher = str(Path(run_dir).resolve())
-    # p = 0 (plain squared error) and 75% of rows s != t: the teacher's target has no conditional noise for the
-    # adaptive weight to damp, and the s = t rows are where the student starts out right (benchmarks/digits.py:
-    # 1-NFE feature-FID 24.0 with p = 0 against 38.0 with p = 1 at equal steps; 22.3 with 75% s != t).
-    # The Lagrangian target (the teacher at the end of the student's jump): 1-NFE 14.8-15.2 (three runs)
-    # against 16.4-16.6 for the Eulerian one on digits at 2x the teacher's wall-clock (docs/benchmarks.md).
+    # p = 0 (plain squared error): the teacher's target has no conditional noise for the adaptive weight to damp
+    # (benchmarks/digits.py: 1-NFE feature-FID 24.0 with p = 0 against 38.0 with p = 1 at equal steps). The
+    # Lagrangian target (the teacher at the end of the student's jump) on every row (s != t everywhere): 1-NFE
+    # 14.4-14.6 over three seeds, against 14.8-15.2 with 75% of rows s != t and 16.4-16.6 for the Eulerian
+    # target, on digits at 2x the teacher's wall-clock (docs/benchmarks.md).
     cfg = apply_overrides(parent, {
         "method.name": "meanflow", "method.teacher": teacher, "method.omega": guidance, "method.kappa": 0.0,
-        "method.weight_power": 0.0, "method.ratio": 0.75, "method.teacher_target": "lagrangian",
+        "method.weight_power": 0.0, "method.ratio": 1.0, "method.teacher_target": "lagrangian",
         "method.time_sampler": sampler, "method.grid_steps": 1, "data.pairs": "",
         "train.init_from": teacher, "train.steps": positive_int(train_steps, "training steps"),
     })
