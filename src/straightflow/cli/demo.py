@@ -25,7 +25,7 @@ def add_parser(subs) -> None:
     )
     p.add_argument("task", nargs="?", default="toy", choices=("toy", "digits", "translate"),
                    help="toy: 2-D flow matching vs MeanFlow (about 3 minutes on 2 CPU cores); digits: "
-                   "class-conditional 8x8 digits at the image defaults (about 10 minutes); "
+                   "class-conditional 8x8 digits at the image defaults (about 7 minutes); "
                    "translate: unpaired thin -> bold digits with 1-RF, 2-RF and distillation")
     p.add_argument("--data", default="checkerboard", help="toy data set")
     p.add_argument("--out", default="runs/demo", help="folder for runs, pictures and metrics")
