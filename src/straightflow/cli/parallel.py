@@ -47,37 +47,37 @@ def train_runs(jobs: dict[str, Sequence[str]], slots: int) -> dict[str, float]:
     (same process group): each saves its checkpoint and stops, and the demo run again resumes them.
     """
     env = {**os.environ, "STRAIGHTFLOW_PROGRESS_EVERY": os.environ.get("STRAIGHTFLOW_PROGRESS_EVERY", "15")}
-    pending, running, failed, seconds = list(jobs.items()), [], [], {}
+    pending, running, failed, seconds = list(jobs.items()), {}, [], {}
     try:
         while pending or running:
             while pending and len(running) < slots:
                 name, argv = pending.pop(0)
                 child = subprocess.Popen([sys.executable, "-m", "straightflow", "train", *argv], env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-                tail: list[str] = []
+                tail: list[str] = []  # the child's last line, kept by its reader
                 reader = threading.Thread(target=_relay, args=(name, child.stdout, tail), daemon=True)
                 reader.start()
-                running.append((name, child, reader, tail))
-                seconds[name] = time.perf_counter()
-            finished = [entry for entry in running if entry[1].poll() is not None]
+                running[name] = (child, reader, tail, time.perf_counter())
+            finished = [name for name, (child, *_) in running.items() if child.poll() is not None]
             if not finished:
                 time.sleep(0.2)
-            for name, child, reader, tail in finished:
+            for name in finished:
+                child, reader, tail, start = running.pop(name)
                 reader.join()
-                running.remove((name, child, reader, tail))
-                seconds[name] = time.perf_counter() - seconds[name]
+                seconds[name] = time.perf_counter() - start
                 if child.returncode != 0:
                     failed.append(f"{name} (exit {child.returncode}: {tail[0] if tail else 'no output'})")
     except KeyboardInterrupt:
-        for _, child, _, _ in running:
+        children = [child for child, *_ in running.values()]
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGINT)
-        for _, child, _, _ in running:
+        for child in children:
             child.wait()
         raise
     if failed:
         raise RuntimeError(f"training failed: {'; '.join(failed)}")
-    return seconds
+    return {name: seconds[name] for name in jobs}
 
 
 def timing_line(steps: dict[str, int], seconds: dict[str, float], slots: int, device: str) -> str:

@@ -322,13 +322,24 @@ def average_velocity_dt(
     _check_mode(mode)
     if mode == "tangent" and has_tangent_pass(model):
         return _tangent_pass(model, x, s, t, label, (torch.zeros_like(x), torch.zeros_like(s), torch.ones_like(t)))
-    u_fn = _as_u_fn(model, label)
+    return _central_difference(_as_u_fn(model, label), x, s, t, (torch.zeros_like(x), 0.0, 1.0), fd_eps)
+
+
+def _central_difference(
+    u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, direction: tuple, eps: float
+) -> tuple[Tensor, Tensor]:
+    """(u(x, s, t) with gradients, (u(p + e d) - u(p - e d)) / (2 e) detached) for p = (x, s, t) and the
+    direction d = (dx, ds, dt) (ds, dt: numbers or (B,) tensors). The two no_grad passes and the forward see the
+    same RNG state (dropout masks)."""
+    if not eps > 0:
+        raise ValueError(f"finite-difference step must be > 0, got {eps}")
+    dx, ds, dt = direction
     with torch.no_grad():
         with _same_rng(x.device):
-            up = u_fn(x, s, t + fd_eps)
+            up = u_fn(x + eps * dx, s + eps * ds, t + eps * dt)
         with _same_rng(x.device):
-            um = u_fn(x, s, t - fd_eps)
-    return u_fn(x, s, t), ((up - um) / (2 * fd_eps)).detach()
+            um = u_fn(x - eps * dx, s - eps * ds, t - eps * dt)
+    return u_fn(x, s, t), ((up - um) / (2 * eps)).detach()
 
 
 def jvp_func(u_fn: AverageVelocityField, x: Tensor, s: Tensor, t: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -361,14 +372,7 @@ def jvp_finite_difference(
     e is in time units (the tangent's time component is 1, and x moves by e v, the flow's own step).
     Error O(e^2) (see the module docstring). All three passes see the same RNG state.
     """
-    if not eps > 0:
-        raise ValueError(f"finite-difference step must be > 0, got {eps}")
-    with torch.no_grad():
-        with _same_rng(x.device):
-            up = u_fn(x + eps * v, s + eps, t)
-        with _same_rng(x.device):
-            um = u_fn(x - eps * v, s - eps, t)
-    return u_fn(x, s, t), ((up - um) / (2 * eps)).detach()
+    return _central_difference(u_fn, x, s, t, (v, 1.0, 0.0), eps)
 
 
 def average_velocity_jvp(
@@ -485,6 +489,18 @@ def _target(
     return u, (v + broadcast_time(t - s, v) * du).detach()
 
 
+def _lagrangian_target(
+    model: Callable, teacher: Callable, x_s: Tensor, s: Tensor, t: Tensor, label: Tensor | None,
+    num_classes: int | Condition, omega: float, jvp: str, fd_eps: float,
+) -> tuple[Tensor, Tensor]:
+    """(u_theta(x_s, s, t) with gradients, u_tgt = sg(v_T(X, t) - (t - s) d/dt u)) with X = sg(x_s + (t - s) u),
+    each (B, *D): the teacher evaluated at the end of the student's jump (module docstring)."""
+    u, du_dt = average_velocity_dt(model, x_s, s, t, label, jvp, fd_eps)
+    h = broadcast_time(t - s, u)
+    end = (x_s + h * u).detach()
+    return u, (teacher_velocity(teacher, end, t, label, num_classes, omega) - h * du_dt).detach()
+
+
 def model_velocity(model: Callable, x_s: Tensor, s: Tensor, label: Tensor | None) -> Tensor:
     """v_theta(x_s, s) = u_theta(x_s, s, s) (B, *D) under no_grad, in x_s's dtype: the network's own
     instantaneous velocity (the tangent of Improved MeanFlow's target)."""
@@ -531,21 +547,17 @@ def _loss(
 ) -> tuple[Tensor, Tensor]:
     # mean_flow_loss without the s <= t check (which reads the device); MeanFlow.loss draws s <= t itself.
     sample = path.sample(x0, x1, s)
-    tangent = None
     if teacher is not None and teacher_target == "lagrangian":  # the teacher at the end of the student's jump
-        u, du_dt = average_velocity_dt(model, sample.x_t, s, t, label, jvp, fd_eps)
-        h = broadcast_time(t - s, u)
-        end = (sample.x_t + h * u).detach()
-        target = (teacher_velocity(teacher, end, t, label, num_classes, omega) - h * du_dt).detach()
-        err = (u - target).square().flatten(1).mean(1)
-        return adaptive_weight(err, weight_power, weight_eps) * err, err
-    if teacher is not None:  # the teacher's velocity is already marginal: it is its own tangent
-        v = teacher_velocity(teacher, sample.x_t, s, label, num_classes, omega)
+        u, target = _lagrangian_target(model, teacher, sample.x_t, s, t, label, num_classes, omega, jvp, fd_eps)
     else:
-        v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
-        if tangent_velocity == "model":
-            tangent = model_velocity(model, sample.x_t, s, label)
-    u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps, tangent)
+        tangent = None
+        if teacher is not None:  # the teacher's velocity is already marginal: it is its own tangent
+            v = teacher_velocity(teacher, sample.x_t, s, label, num_classes, omega)
+        else:
+            v = guided_velocity_target(model, sample.x_t, s, sample.dx_t, label, num_classes, omega, kappa)
+            if tangent_velocity == "model":
+                tangent = model_velocity(model, sample.x_t, s, label)
+        u, target = _target(model, sample.x_t, s, t, v, label, jvp, fd_eps, tangent)
     err = (u - target).square().flatten(1).mean(1)
     return adaptive_weight(err, weight_power, weight_eps) * err, err
 

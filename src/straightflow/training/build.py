@@ -207,14 +207,13 @@ def build_teacher(cfg: RunConfig, dim: int, num_classes: int, device) -> nn.Modu
 def build_method(cfg: RunConfig, num_classes: int = 0, teacher: nn.Module | None = None):
     """The training objective: an object with .loss(model, batch, generator) -> LossOutput; `teacher` (see
     build_teacher) for MeanFlow teacher distillation."""
-    me = cfg.method
-    if me.name not in METHODS:
-        raise ValueError(f"unknown method {me.name!r}; choose from: {', '.join(METHODS)}")
-    if me.tangent_velocity == "auto" or min(me.full_jump, me.ratio, me.weight_power) < 0:  # the Trainer resolves
-        # them; a bare config takes the default for its kind of data
-        from straightflow.data.images import is_image_spec
+    if cfg.method.name not in METHODS:
+        raise ValueError(f"unknown method {cfg.method.name!r}; choose from: {', '.join(METHODS)}")
+    from straightflow.data.images import is_image_spec
 
-        me = resolve_defaults(cfg, vectors=not is_image_spec(cfg.data.data)).method
+    # The Trainer resolves the auto fields; a bare config takes the defaults for its kind of data (resolving
+    # a resolved config changes nothing).
+    me = resolve_defaults(cfg, vectors=not is_image_spec(cfg.data.data)).method
     kw = {"sigma_min": me.sigma_min} if me.scheduler == "condot" else {}
     path = AffinePath(get_scheduler(me.scheduler, **kw))
     if me.name == "fm":

@@ -22,8 +22,7 @@ else:  # pragma: no cover
 __all__ = [
     "DataConfig", "ModelConfig", "MethodConfig", "OptimConfig", "TrainConfig", "RunConfig",
     "PRESETS", "METHOD_DEFAULTS", "apply_overrides", "load_toml", "config_from_dict", "config_from_saved",
-    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml", "check_config", "run_kind",
-    "device_type", "KINDS",
+    "config_to_dict", "resolve_defaults", "method_defaults_help", "to_toml", "check_config", "device_type",
 ]
 
 METHODS = ("fm", "meanflow")
@@ -173,19 +172,11 @@ METHOD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("fm", "images"): {**_IMAGES, "method.tangent_velocity": "conditional", "method.full_jump": 0.0},
     ("meanflow", "images"): {**_IMAGES, "method.tangent_velocity": "model", "method.full_jump": 0.0},
 }
-KINDS = ("vectors", "images-cpu", "images")
 # The values that mean "the method's default".
 _AUTO_VALUES = {"data.coupling": "auto", "model.time_features": "auto", "model.channels": 0,
                 "model.channel_mult": "auto", "train.batch_size": 0, "train.steps": 0, "optim.lr": 0.0,
                 "method.tangent_velocity": "auto", "method.full_jump": -1.0, "method.ratio": -1.0,
                 "method.weight_power": -1.0}
-
-
-def run_kind(vectors: bool, device: str) -> str:
-    """The METHOD_DEFAULTS kind of a run: "vectors", or images on a CPU ("images-cpu") or an accelerator."""
-    if vectors:
-        return "vectors"
-    return "images-cpu" if device == "cpu" else "images"
 
 
 def device_type(spec: str) -> str:
@@ -208,7 +199,10 @@ def resolve_defaults(cfg: RunConfig, vectors: bool = True, like: RunConfig | Non
     defaults resumes with the values it was made with."""
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose from: {', '.join(METHODS)}")
-    kind = run_kind(vectors, "cpu" if vectors else (device or device_type(cfg.train.device)))
+    if vectors:
+        kind = "vectors"
+    else:
+        kind = "images-cpu" if (device or device_type(cfg.train.device)) == "cpu" else "images"
     table = METHOD_DEFAULTS[(cfg.method.name, kind)]
     if cfg.data.pairs or tensor_condition:  # pairs are coupled already; OT cannot respect a tensor condition
         table = {**table, "data.coupling": "independent"}
