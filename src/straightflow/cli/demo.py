@@ -44,28 +44,19 @@ def run(args) -> int:
         from straightflow.cli.demo_translate import run_translate
 
         return run_translate(args)
-    from straightflow.cli.parallel import parallel_slots, timing_line, train_argv, train_runs
+    from straightflow.cli.parallel import train_demo_runs
     from straightflow.evaluation import eval_table, evaluate_run
     from straightflow.plots.figures import plot_run_losses, plot_sample_panels, plot_trajectories
     from straightflow.report.tables import write_tables
     from straightflow.runs import load_run, sample_run
-    from straightflow.training.config import RunConfig, apply_overrides, device_type, resolve_defaults
-    from straightflow.training.trainer import CHECKPOINT
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tables, panels, summary = {}, {}, {}
     data = None
-    jobs, steps, device = {}, {}, device_type("auto")
-    for name in DEMO_RUNS:  # exactly `train --method NAME --data D` (steps times --scale), side by side
-        cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": name, "data.data": args.data}))
-        steps[name] = max(10, int(cfg.train.steps * args.scale))
-        print(f"[demo] training {name} on {args.data} for {steps[name]} steps", flush=True)
-        jobs[name] = train_argv(name, str(out / name), steps[name], {"data.data": args.data},
-                                (out / name / CHECKPOINT).exists(), not args.no_progress)
-    slots = parallel_slots(len(jobs), device)
-    seconds = train_runs(jobs, slots)
-    timing = timing_line(steps, seconds, slots, device)
+    # exactly `train --method NAME --data D` (steps times --scale), side by side
+    steps, seconds, timing = train_demo_runs({name: {"data.data": args.data} for name in DEMO_RUNS}, out,
+                                             args.scale, True, not args.no_progress, tag=f"demo {args.data}")
     for name, specs in DEMO_RUNS.items():
         run_dir = out / name
         plot_run_losses(run_dir)

@@ -35,28 +35,19 @@ DIGITS_RUNS = {
 
 def run_digits(args) -> int:
     """Train (side by side), evaluate and draw both runs; `args` carries out, scale, n and no_progress."""
-    from straightflow.cli.parallel import parallel_slots, timing_line, train_argv, train_runs
+    from straightflow.cli.parallel import train_demo_runs
     from straightflow.image_evaluation import evaluate_images, image_eval_table, write_image_grid
     from straightflow.plots.figures import plot_run_losses
     from straightflow.plots.images import plot_quality_vs_nfe
     from straightflow.runs import load_run
-    from straightflow.training.config import RunConfig, apply_overrides, device_type, resolve_defaults
 
     out = Path("runs/demo-digits" if args.out == "runs/demo" else args.out)
     out.mkdir(parents=True, exist_ok=True)
     n = min(args.n, 1000)
-    device = device_type("auto")
-    tables, summary, curves, floor, jobs, steps = {}, {}, {}, None, {}, {}
-    for name, (overrides, _) in DIGITS_RUNS.items():
-        cfg = resolve_defaults(apply_overrides(RunConfig(), {**DIGITS_COMMON, **overrides}), vectors=False,
-                               device=device)
-        steps[name] = max(10, int(cfg.train.steps * args.scale))
-        print(f"[demo digits] training class-conditional {name} for {steps[name]} steps", flush=True)
-        jobs[name] = train_argv(name, str(out / name), steps[name], {**DIGITS_COMMON, **overrides},
-                                (out / name / "checkpoint.safetensors").exists(), not args.no_progress)
-    slots = parallel_slots(len(jobs), device)
-    seconds = train_runs(jobs, slots)
-    timing = timing_line(steps, seconds, slots, device)
+    tables, summary, curves, floor = {}, {}, {}, None
+    runs = {name: {**DIGITS_COMMON, **overrides} for name, (overrides, _) in DIGITS_RUNS.items()}
+    steps, seconds, timing = train_demo_runs(runs, out, args.scale, False, not args.no_progress,
+                                             tag="demo digits")
     for name, (_, specs) in DIGITS_RUNS.items():
         run_dir = out / name
         plot_run_losses(run_dir)

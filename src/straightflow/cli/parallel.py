@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["train_argv", "train_runs", "parallel_slots", "timing_line"]
+__all__ = ["train_argv", "train_runs", "parallel_slots", "timing_line", "train_demo_runs"]
 
 
 def train_argv(method: str, out: str, steps: int, overrides: dict[str, Any], resume: bool,
@@ -84,3 +85,24 @@ def timing_line(steps: dict[str, int], seconds: dict[str, float], slots: int, de
     """'training (side by side, on cpu): fm 6000 steps in 5.2 min, ...', the first line of a demo's table."""
     runs = ", ".join(f"{name} {steps[name]} steps in {seconds[name] / 60:.1f} min" for name in seconds)
     return f"training ({'side by side' if slots > 1 else 'one after the other'}, on {device}): {runs}"
+
+
+def train_demo_runs(runs: dict[str, dict[str, Any]], out: Path, scale: float, vectors: bool,
+                    progress: bool, tag: str = "demo") -> tuple[dict[str, int], dict[str, float], str]:
+    """A demo's runs, each `train --method NAME` with its overrides at the default steps times `scale`, side by
+    side where the device allows, into out/NAME (resumed where a checkpoint is there already). Returns the
+    steps and wall-clock seconds of each run and the timing line for the demo's table."""
+    from straightflow.training.config import RunConfig, apply_overrides, device_type, resolve_defaults
+    from straightflow.training.trainer import CHECKPOINT
+
+    device, jobs, steps = device_type("auto"), {}, {}
+    for name, overrides in runs.items():
+        cfg = resolve_defaults(apply_overrides(RunConfig(), {"method.name": name, **overrides}), vectors=vectors,
+                               device=device)
+        steps[name] = max(10, int(cfg.train.steps * scale))
+        print(f"[{tag}] training {name} for {steps[name]} steps", flush=True)
+        jobs[name] = train_argv(name, str(out / name), steps[name], overrides, (out / name / CHECKPOINT).exists(),
+                                progress)
+    slots = parallel_slots(len(jobs), device)
+    seconds = train_runs(jobs, slots)
+    return steps, seconds, timing_line(steps, seconds, slots, device)
