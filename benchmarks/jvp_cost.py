@@ -7,8 +7,8 @@ one MeanFlow step with each method.jvp (tangent, func, func_nograd, finite_diffe
 Networks (class-conditional, 10 classes, label dropout 0.1, uniform times, default MeanFlow settings
 otherwise; built by training/build.py's build_model / build_method from a RunConfig):
 
-  digits-unet  the U-Net of `--data digits` (RunConfig defaults: channels 32, "1,2,2"), 1x8x8, batch 128
-  demo-unet    the digits demo's U-Net (cli/demo_digits.py DIGITS_COMMON: channels 16, "1,2"), 1x8x8, batch 64
+  digits-unet  the U-Net of `--data digits` on an accelerator (channels 32, "1,2,2"), 1x8x8, batch 128
+  demo-unet    the U-Net of `--data digits` on a CPU, the digits demo's (channels 16, "1,2"), 1x8x8, batch 64
   digits-dit   a DiT on digits (width 128, depth 4, 4 heads, patch 2), 1x8x8, batch 128
   unet16       a U-Net on 3x16x16 with attention at 8 (channels 32, "1,2,2"), batch 64; no data set has that
                shape, so the config names folder:(none) at data.image_size 16, which build_model only reads
