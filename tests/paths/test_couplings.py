@@ -206,3 +206,35 @@ def test_assignment_falls_back_to_scipy_when_the_simplex_is_unavailable(monkeypa
     assert sorted(fallback.tolist()) == list(range(12)) and np.array_equal(split, fallback)
     monkeypatch.undo()
     assert cost[range(12), fallback].sum() == pytest.approx(cost[range(12), optimal_assignment(cost)].sum())
+
+
+@pytest.mark.parametrize("b, block, sizes", [(12, 4, [4, 4, 4]), (14, 4, [4, 4, 6]), (7, 3, [3, 4])])
+def test_block_ot_is_brute_force_optimal_within_each_block_and_never_crosses_one(b, block, sizes):
+    x0, x1, _ = _batch(b, 2, b + block)
+    out = ot_coupling(x0, x1, block_size=block)
+    start = 0
+    for size in sizes:  # the last block takes the remainder instead of being a short one
+        rows = slice(start, start + size)
+        assert _same_rows_as_multiset(out.x0[rows], x0[rows])  # x0 re-paired only inside its block
+        best = min(_pair_cost(x0[rows][list(p)], x1[rows]) for p in itertools.permutations(range(size)))
+        assert _pair_cost(out.x0[rows], x1[rows]) == pytest.approx(best, rel=1e-12)
+        start += size
+    assert start == b
+
+
+def test_block_ot_costs_more_than_whole_batch_ot_and_less_than_independent():
+    x0, x1, _ = _batch(64, 2, 11)
+    whole, blocks = _pair_cost(ot_coupling(x0, x1).x0, x1), _pair_cost(ot_coupling(x0, x1, block_size=16).x0, x1)
+    assert whole < blocks < _pair_cost(x0, x1)
+
+
+@pytest.mark.parametrize("block", [0, 64, 1000])
+def test_block_ot_with_no_block_or_one_at_least_the_batch_is_whole_batch_ot(block):
+    x0, x1, _ = _batch(64, 3, 5)
+    assert torch.equal(ot_coupling(x0, x1, block_size=block).x0, ot_coupling(x0, x1).x0)
+
+
+def test_block_ot_refuses_a_negative_block_size():
+    x0, x1, _ = _batch(8, 2, 0)
+    with pytest.raises(ValueError, match="block_size must be >= 0.*got -1"):
+        ot_coupling(x0, x1, block_size=-1)

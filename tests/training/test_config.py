@@ -125,6 +125,7 @@ def test_toml_written_by_to_toml_loads_back_to_the_same_config(tmp_path):
     ("optim.lr", -1e-3, "optim.lr must be >= 0"),
     ("optim.lr", float("nan"), "optim.lr must be >= 0"),
     ("optim.ema_decay", 1.0, r"optim.ema_decay must lie in \[0, 1\)"),
+    ("data.ot_block", -1, "data.ot_block must be >= 0"),
 ])
 def test_out_of_range_settings_are_refused_before_any_work_naming_field_and_value(tmp_path, key, value, message):
     from straightflow.training.trainer import Trainer
@@ -133,3 +134,16 @@ def test_out_of_range_settings_are_refused_before_any_work_naming_field_and_valu
     with pytest.raises(ValueError, match=message):
         Trainer(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_data_ot_block_reaches_the_coupling_so_ot_solves_within_blocks():
+    import torch
+
+    from straightflow.paths.coupling import ot_coupling
+    from straightflow.training.build import build_coupling
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(2, 32, 2, generator=g, dtype=torch.float64)
+    coupled = build_coupling(apply_overrides(RunConfig(), {"data.coupling": "ot", "data.ot_block": 8}))
+    assert torch.equal(coupled(x0, x1).x0, ot_coupling(x0, x1, block_size=8).x0)
+    assert not torch.equal(coupled(x0, x1).x0, ot_coupling(x0, x1).x0)

@@ -112,7 +112,8 @@ def build_pairs(cfg: RunConfig, data, num_classes: int = 0):
 
 
 def build_coupling(cfg: RunConfig):
-    kw = {"epsilon": cfg.data.sinkhorn_epsilon} if cfg.data.coupling == "sinkhorn" else {}
+    kw = {"sinkhorn": {"epsilon": cfg.data.sinkhorn_epsilon},
+          "ot": {"block_size": cfg.data.ot_block}}.get(cfg.data.coupling, {})
     return get_coupling(cfg.data.coupling, **kw)
 
 

@@ -35,6 +35,7 @@ class DataConfig:
     # auto (METHOD_DEFAULTS) | independent | ot | sinkhorn: the minibatch pairing of x0 with x1
     coupling: str = "auto"
     sinkhorn_epsilon: float = 0.05  # entropic regularisation, relative to the mean cost
+    ot_block: int = 0  # exact OT within blocks of this many rows of the batch (0 = the whole batch)
     prefetch: bool = True  # solve the next batch's OT / Sinkhorn coupling in a background thread
     # Images (data = digits | mnist | fashion-mnist | cifar10 | folder:PATH; see data/images.py)
     data_dir: str = ""  # where image files live ("" = $STRAIGHTFLOW_DATA or ./data); nothing is downloaded
@@ -383,6 +384,7 @@ _BOUNDS = (
     ("train.ckpt_every", 1, True, "steps between checkpoints"),
     ("train.num_threads", 0, True, "torch threads; 0 = auto"),
     ("train.sample_every", 0, True, "steps between sample pictures; 0 = off"),
+    ("data.ot_block", 0, True, "rows per exact-OT block; 0 = the whole batch"),
     ("optim.lr", 0.0, True, "learning rate; 0 = the method's default"),
     ("optim.warmup_steps", 0, True, "warm-up steps"),
     ("optim.grad_clip", 0.0, True, "max gradient norm; 0 = off"),
