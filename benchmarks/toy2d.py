@@ -5,14 +5,12 @@
 
 Prints, per set and coupling: W2 / noise floor at Euler NFE 1, 2, 4, 8 and at dopri5 (with its NFE),
 the noise floor itself (W2 between two independent 4000-point held-out draws), and training steps/s.
-Then the cost of one OT-coupled training step over one independent step at batch 256, measured side by
-side (alternating slices of the two runs, median over slices).
+The cost of an OT step over a plain one, with and without a free core: benchmarks/ot_cost.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
@@ -43,29 +41,6 @@ def train(data: str, coupling: str, steps: int, out: Path, seed: int) -> tuple[P
     return run_dir, steps / (time.perf_counter() - start)
 
 
-def step_cost_ratio(data: str, slices: int = 12, slice_steps: int = 100) -> tuple[float, float]:
-    """(OT step time / independent step time, same for sinkhorn), alternating slices of each run."""
-    import tempfile
-
-    times: dict[str, list[float]] = {"independent": [], "ot": [], "sinkhorn": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            c: Trainer(apply_overrides(RunConfig(), {
-                "data.data": data, "data.coupling": c, "train.steps": slices * slice_steps + 50,
-                "train.ckpt_every": 10**9, "train.log_every": 10**9}), Path(tmp) / c, progress=False)
-            for c in times
-        }
-        for tr in trainers.values():
-            tr.fit(max_steps=50)  # warm-up
-        for _ in range(slices):
-            for c, tr in trainers.items():
-                start = time.perf_counter()
-                tr.fit(max_steps=slice_steps)
-                times[c].append((time.perf_counter() - start) / slice_steps)
-    base = statistics.median(times["independent"])
-    return statistics.median(times["ot"]) / base, statistics.median(times["sinkhorn"]) / base
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default="moons,8gaussians,checkerboard")
@@ -76,14 +51,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench/toy2d")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is robust: 2 threads spin-wait badly when another process shares the cores)")
-    p.add_argument("--ratio-only", action="store_true", help="only the side-by-side step-cost ratios")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.ratio_only:
-        ot_ratio, sk_ratio = step_cost_ratio(args.sets.split(",")[0])
-        print(f"training step cost at batch 256, side by side ({args.threads} thread(s)): "
-              f"OT / independent = {ot_ratio:.2f}x, Sinkhorn / independent = {sk_ratio:.2f}x")
-        return
     out = Path(args.out)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, batch 256, "
           f"3x256 SiLU MLP, n={args.n}")
@@ -104,9 +73,6 @@ def main() -> None:
     print("\nW2 / noise floor (lower is better; a perfect sampler scores 1.0-1.2x)\n")
     print(header)
     print("\n".join(rows))
-    ot_ratio, sk_ratio = step_cost_ratio(args.sets.split(",")[0])
-    print(f"\ntraining step cost at batch 256, side by side: OT / independent = {ot_ratio:.2f}x, "
-          f"Sinkhorn / independent = {sk_ratio:.2f}x")
 
 
 if __name__ == "__main__":

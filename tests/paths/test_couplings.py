@@ -12,6 +12,7 @@ from straightflow.paths.coupling import (
     independent_coupling,
     optimal_assignment,
     ot_coupling,
+    sample_rows,
     sinkhorn_coupling,
     sinkhorn_plan,
     squared_distances,
@@ -116,6 +117,18 @@ def test_sinkhorn_sampling_is_reproducible_with_generator():
     a = sinkhorn_coupling(x0, x1, generator=torch.Generator().manual_seed(11))
     b = sinkhorn_coupling(x0, x1, generator=torch.Generator().manual_seed(11))
     assert torch.equal(a.x0, b.x0)
+
+
+def test_sample_rows_draws_each_column_with_its_row_probability_and_never_a_zero_weight_one():
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0], [0.5, 0.0, 0.0, 0.0, 0.0, 0.5]], dtype=F64)
+    n = 40000
+    weights = probs.repeat_interleave(n, 0) * 7.0  # unnormalised rows: the sampler normalises
+    idx = sample_rows(weights, torch.Generator().manual_seed(0)).view(2, n)
+    for row in range(2):
+        freq = torch.bincount(idx[row], minlength=6).to(F64) / n
+        assert torch.all(freq[probs[row] == 0] == 0)
+        sigma = (probs[row] * (1 - probs[row]) / n).sqrt()
+        assert torch.all((freq - probs[row]).abs() <= 5 * sigma + 1e-12), (freq, probs[row])
 
 
 def test_get_coupling_binds_kwargs_and_rejects_unknown_names():
