@@ -150,7 +150,9 @@ def main() -> None:
         teacher = str((out / "fm").resolve())
         overrides = {**common, **METHODS["meanflow"], "method.teacher": teacher, "train.init_from": teacher,
                      "method.omega": args.distill_guidance, "method.kappa": 0.0, "method.weight_power": 0.0,
-                     "method.ratio": 1.0, "method.teacher_target": "lagrangian", **user}  # distill_meanflow's settings
+                     "method.ratio": 1.0, "method.teacher_target": "lagrangian",
+                     "data.coupling": "independent",  # the teacher's, which distill_meanflow inherits
+                     **user}  # distill_meanflow's settings
         print(f"[digits] mf-distill: training for {args.budget_minutes} min from the fm teacher", flush=True)
         train = train_for(overrides, out / "mf-distill", budget)
         evaluate("mf-distill", out / "mf-distill", SPECS["meanflow"], args.n, train, out, rows)

@@ -58,6 +58,9 @@ def test_plain_configs_resolve_to_each_methods_defaults_for_vectors_and_images()
     cpu, gpu = (resolve_defaults(RunConfig(), vectors=False, device=d) for d in ("cpu", "cuda"))
     assert (cpu.model.channels, cpu.model.channel_mult, cpu.train.batch_size) == (16, "1,2", 64)
     assert (gpu.model.channels, gpu.model.channel_mult, gpu.train.batch_size) == (32, "1,2,2", 256)
+    # one-step MeanFlow on images pairs by minibatch OT on a CPU (measured on digits); flow matching does not
+    mf_cpu = resolve_defaults(apply_overrides(RunConfig(), {"method.name": "meanflow"}), vectors=False, device="cpu")
+    assert (mf_cpu.data.coupling, cpu.data.coupling) == ("ot", "independent")
 
 
 def test_values_given_win_over_method_defaults_and_resolving_twice_changes_nothing():
