@@ -65,15 +65,15 @@ def coupling_ms(data: str, repeats: int = 50) -> dict[str, float]:
     import torch
 
     from straightflow.data.toy import sample_toy
-    from straightflow.paths.coupling import get_coupling
+    from straightflow.training.build import build_coupling
+    from straightflow.training.config import RunConfig, apply_overrides
 
     torch.set_num_threads(1)
     x1 = sample_toy(data, 256, generator=torch.Generator().manual_seed(0))
     x0 = torch.randn(256, x1.shape[1], generator=torch.Generator().manual_seed(1))
     out = {}
     for name, over in COUPLINGS.items():
-        kw = {"block_size": over["data.ot_block"]} if "data.ot_block" in over else {}
-        fn = get_coupling(over["data.coupling"], **kw)
+        fn = build_coupling(apply_overrides(RunConfig(), over))  # the coupling a run with these settings uses
         fn(x0, x1, generator=torch.Generator())
         start = time.perf_counter()
         for _ in range(repeats):
